@@ -1,0 +1,62 @@
+"""Preference selection: from a search's finished responses to one (chosen, rejected) pair.
+
+Owns the rule (chosen = highest cumulative reward, rejected = lowest) and every reason a
+prompt yields no pair. A missing pair is a value with a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from csr.search import FinishedPath
+
+NO_FINISHED_RESPONSE = "no_finished_response"
+SINGLE_RESPONSE = "single_response"
+TIED_REWARDS = "tied_rewards"
+NO_PAIR_REASONS: tuple[str, ...] = (NO_FINISHED_RESPONSE, SINGLE_RESPONSE, TIED_REWARDS)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    chosen: FinishedPath
+    rejected: FinishedPath
+    chosen_reward: float
+    rejected_reward: float
+    candidates: int  # distinct finished responses the pair was picked from
+
+
+@dataclass(frozen=True)
+class NoPair:
+    reason: str  # one of NO_PAIR_REASONS
+    detail: str
+
+
+def distinct_responses(paths: Sequence[FinishedPath]) -> list[FinishedPath]:
+    """Finished paths with distinct response text, the first of each text kept."""
+    seen: dict[str, FinishedPath] = {}
+    for path in paths:
+        seen.setdefault(path.text, path)
+    return list(seen.values())
+
+
+def select_pair(paths: Sequence[FinishedPath], aggregation: str) -> PreferencePair | NoPair:
+    """Chosen = highest cumulative reward, rejected = lowest.
+
+    Ties: the chosen is the earliest of the best, the rejected the latest of the worst
+    (the released code's stable ascending sort of ranks, read from both ends). When every
+    distinct response has the same reward there is no preference to learn: no pair.
+    """
+    distinct = distinct_responses(paths)
+    if not distinct:
+        return NoPair(NO_FINISHED_RESPONSE, "the search finished no non-empty response")
+    if len(distinct) == 1:
+        return NoPair(SINGLE_RESPONSE, f"every finished path reads {distinct[0].text!r}")
+    rewards = [path.reward(aggregation) for path in distinct]
+    best, worst = max(rewards), min(rewards)
+    if best == worst:
+        return NoPair(TIED_REWARDS,
+                      f"all {len(distinct)} distinct responses have reward {best!r}")
+    chosen = rewards.index(best)
+    rejected = len(rewards) - 1 - rewards[::-1].index(worst)
+    return PreferencePair(distinct[chosen], distinct[rejected], best, worst, len(distinct))

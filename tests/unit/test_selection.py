@@ -1,0 +1,56 @@
+"""Picking the pair: highest and lowest cumulative reward, and every no-pair reason."""
+
+import pytest
+
+from csr.search import FinishedPath, ScoredSentence
+from csr.selection import (NO_FINISHED_RESPONSE, SINGLE_RESPONSE, TIED_REWARDS, NoPair,
+                           select_pair)
+
+
+def path(*merits_and_texts):
+    sentences = tuple(ScoredSentence(f" {text}", -0.1, 1.0, merit, merit, 1, 0, i)
+                      for i, (text, merit) in enumerate(merits_and_texts))
+    return FinishedPath(sentences, "end_of_response")
+
+
+def test_chosen_is_the_highest_and_rejected_the_lowest():
+    paths = [path(("A.", 2.0)), path(("B.", 5.0)), path(("C.", -1.0)), path(("D.", 0.0))]
+    pair = select_pair(paths, "mean")
+    assert (pair.chosen.text, pair.rejected.text) == ("B.", "C.")
+    assert (pair.chosen_reward, pair.rejected_reward, pair.candidates) == (5.0, -1.0, 4)
+
+
+def test_ties_pick_the_earliest_best_and_the_latest_worst():
+    paths = [path(("A.", 1.0)), path(("B.", 5.0)), path(("C.", 5.0)), path(("D.", 1.0))]
+    pair = select_pair(paths, "sum")
+    assert (pair.chosen.text, pair.rejected.text) == ("B.", "D.")
+
+
+def test_aggregation_decides_between_paths_of_different_length():
+    long_path = path(("A.", 3.0), ("B.", 3.0), ("C.", 1.0))  # sum 7, mean 2.33
+    short_path = path(("D.", 4.0))  # sum 4, mean 4
+    low = path(("E.", 0.5))
+    assert select_pair([long_path, short_path, low], "sum").chosen is long_path
+    assert select_pair([long_path, short_path, low], "mean").chosen is short_path
+
+
+def test_no_finished_response():
+    result = select_pair([], "mean")
+    assert isinstance(result, NoPair) and result.reason == NO_FINISHED_RESPONSE
+
+
+def test_one_distinct_response_gives_no_pair():
+    result = select_pair([path(("A.", 1.0)), path(("A.", 3.0))], "mean")
+    assert isinstance(result, NoPair) and result.reason == SINGLE_RESPONSE
+    assert "'A.'" in result.detail
+
+
+def test_equal_rewards_give_no_pair():
+    result = select_pair([path(("A.", 2.0)), path(("B.", 2.0))], "mean")
+    assert isinstance(result, NoPair) and result.reason == TIED_REWARDS
+
+
+def test_a_path_without_merits_cannot_be_ranked():
+    unscored = FinishedPath((ScoredSentence(" A.", -0.1, None, None, None, 1, 0, 0),), "end")
+    with pytest.raises(ValueError, match="no merit yet"):
+        select_pair([unscored, path(("B.", 1.0))], "mean")
