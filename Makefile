@@ -4,14 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-unit demo clean
+.PHONY: install proto test test-unit demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --progress-bar off -e '.[ml,test]'
+	$(PY) -m pip install --quiet --progress-bar off -e '.[ml,services,test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Python stubs are generated from the .proto files, never edited by hand.
+PROTOS := $(wildcard proto/csr/v1/*.proto)
+STUBS := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
+
+$(STUBS): %_pb2.py: proto/%.proto $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $<
+
+proto: $(STUBS)
+
+install: $(STAMP) $(STUBS)
 
 test: install
 	$(PY) -m pytest
@@ -23,4 +32,4 @@ demo: install
 	$(VENV)/bin/csr demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info csr/v1

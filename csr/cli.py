@@ -27,6 +27,17 @@ app = typer.Typer(help="Calibrated Self-Rewarding (CSR) for vision-language mode
 console = Console()
 
 
+def _add_service_commands() -> None:
+    # The service modules import their heavy dependencies inside each command.
+    from services.reward.cli import reward_app, score_command
+
+    app.add_typer(reward_app, name="reward")
+    app.command("score")(score_command)
+
+
+_add_service_commands()
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}",

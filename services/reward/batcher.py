@@ -1,0 +1,110 @@
+"""Dynamic batching of text encodes across concurrent requests.
+
+Owns the queue: sentences from concurrent requests are gathered into one encoder batch of at
+most max_batch_size sentences, waiting at most max_wait for it to fill. Past max_queue
+queued sentences, new work is refused at once (Overloaded) instead of piling up. A request
+whose caller gave up (its future was cancelled, e.g. a passed deadline) is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.reward.metrics import RewardMetrics
+
+
+class Overloaded(RuntimeError):
+    """The queue is full: retry later or add workers."""
+
+
+@dataclass
+class _Item:
+    texts: list[str]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class TextBatcher:
+    """`encode(texts) -> list of per-text results` runs in `executor`, one batch at a time."""
+
+    def __init__(self, encode: Callable[[list[str]], list[Any]], executor: Executor,
+                 max_batch_size: int, max_wait_s: float, max_queue: int, metrics: RewardMetrics):
+        self._encode, self._executor = encode, executor
+        self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queued = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def submit(self, texts: list[str]) -> list[Any]:
+        if self._queued + len(texts) > self.max_queue:
+            raise Overloaded(f"{self._queued} sentences are queued (limit {self.max_queue}); "
+                             "retry later or add reward workers")
+        item = _Item(texts, asyncio.get_running_loop().create_future())
+        self._queued += len(texts)
+        self._queue.put_nowait(item)
+        return await item.future
+
+    async def _gather(self) -> list[_Item]:
+        batch = [await self._queue.get()]
+        size = len(batch[0].texts)
+        deadline = time.perf_counter() + self.max_wait_s
+        while size < self.max_batch_size:
+            if self._queue.empty():
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+            size += len(batch[-1].texts)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            self._queued -= sum(len(item.texts) for item in batch)
+            live = [item for item in batch if not item.future.done()]
+            if not live:
+                continue
+            texts = [text for item in live for text in item.texts]
+            now = time.perf_counter()
+            for item in live:
+                self._metrics.queue_wait.observe(now - item.enqueued)
+            try:
+                results = await loop.run_in_executor(self._executor, self._encode_chunks, texts)
+            except Exception as e:  # the model failed: every waiting request learns why
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            start = 0
+            for item in live:
+                if not item.future.done():
+                    item.future.set_result(results[start:start + len(item.texts)])
+                start += len(item.texts)
+
+    def _encode_chunks(self, texts: list[str]) -> list[Any]:
+        out: list[Any] = []
+        for start in range(0, len(texts), self.max_batch_size):
+            chunk = texts[start:start + self.max_batch_size]
+            self._metrics.batch_size.observe(len(chunk))
+            out.extend(self._encode(chunk))
+        return out

@@ -1,0 +1,185 @@
+"""CLIP backends: open_clip and Hugging Face CLIPModel behind one small interface.
+
+Owns model loading (by name or local path, offline), preprocessing, tokenisation with
+truncation flags, and L2-normalised embeddings. fp32 on CPU; fp16/bf16 autocast on CUDA.
+Does not know about requests, batching or caching (see scorer.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be found or loaded; the message names it."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    backend: str
+    model: str
+    embedding_dim: int
+    context_length: int
+    image_size: int
+    device: str
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """None means plain fp32. CPU always runs fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+class ClipBackend:
+    """Shared plumbing: device, autocast, normalisation. Subclasses load and encode."""
+
+    info: ModelInfo
+
+    def __init__(self, device: torch.device, precision: str):
+        self.device = device
+        self.dtype = autocast_dtype(device, precision)
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """(n, d) float32 unit vectors on the CPU."""
+        pixels = self.preprocess(images).to(self.device)
+        with self._autocast():
+            features = self._image_features(pixels)
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """(n, d) float32 unit vectors on the CPU; over-long texts are truncated."""
+        tokens = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
+        with self._autocast():
+            features = self._text_features(tokens)
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
+
+    def truncated(self, texts: list[str]) -> list[bool]:
+        return [self.count_tokens(t) > self.info.context_length for t in texts]
+
+    # Implemented by each backend.
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor: ...
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]: ...
+    def count_tokens(self, text: str) -> int: ...
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor: ...
+    def _text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+class OpenClipBackend(ClipBackend):
+    """open_clip: a built-in name with a pretrained tag or checkpoint, or a local directory."""
+
+    def __init__(self, model: str, pretrained: str, device: torch.device, precision: str):
+        super().__init__(device, precision)
+        import open_clip
+
+        name = f"local-dir:{model}" if Path(model).is_dir() else model
+        try:
+            self.model, _, self._transform = open_clip.create_model_and_transforms(
+                name, pretrained=None if name.startswith("local-dir:") else (pretrained or None),
+                device=device)
+            self._tokenizer = open_clip.get_tokenizer(name)
+        except Exception as e:  # open_clip raises many kinds; all mean "cannot load this"
+            raise ModelLoadError(
+                f"cannot load open_clip model {model!r} (pretrained={pretrained!r}): {e}. Offline, "
+                "use a directory with open_clip_config.json and weights, or a built-in name with "
+                "a local checkpoint file as pretrained") from e
+        self.model.eval()
+        context = int(getattr(self._tokenizer, "context_length", 77))
+        image_size = self.model.visual.image_size
+        self.info = ModelInfo("open_clip", model, int(self.model.text_projection.shape[-1])
+                              if hasattr(self.model, "text_projection") else 0, context,
+                              int(image_size[0] if isinstance(image_size, (tuple, list))
+                                  else image_size), str(device))
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([self._transform(image) for image in images])
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return {"text": self._tokenizer(texts)}
+
+    def count_tokens(self, text: str) -> int:
+        inner = getattr(self._tokenizer, "tokenizer", None)  # open_clip's HF-tokenizer wrapper
+        if inner is not None:
+            return len(inner.encode(text))
+        return len(self._tokenizer.encode(text)) + 2  # start and end tokens
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+    def _text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.encode_text(tokens["text"])
+
+
+def _pooled(output) -> torch.Tensor:
+    """transformers 4.x returns a tensor, 5.x an output object with pooler_output."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class HFClipBackend(ClipBackend):
+    """transformers CLIPModel with its tokenizer and image processor, by name or directory."""
+
+    def __init__(self, model: str, device: torch.device, precision: str):
+        super().__init__(device, precision)
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+        try:
+            self.model = CLIPModel.from_pretrained(model).to(device).eval()
+            self._tokenizer = AutoTokenizer.from_pretrained(model)
+            self._processor = AutoImageProcessor.from_pretrained(model)
+        except Exception as e:  # OSError, ValueError, hub errors: all mean "cannot load this"
+            raise ModelLoadError(
+                f"cannot load Hugging Face CLIP {model!r}: {e}. Offline, give a local directory "
+                "with config.json, weights, tokenizer and preprocessor_config.json") from e
+        config = self.model.config
+        self.context_length = int(config.text_config.max_position_embeddings)
+        self.info = ModelInfo("hf", model, int(config.projection_dim), self.context_length,
+                              int(config.vision_config.image_size), str(device))
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        return self._processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self._tokenizer(texts, padding=True, truncation=True,
+                                    max_length=self.context_length, return_tensors="pt"))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, truncation=False)["input_ids"])
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.model.get_image_features(pixel_values=pixels))
+
+    def _text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _pooled(self.model.get_text_features(**tokens))
+
+
+def load_backend(backend: str, model: str, pretrained: str = "", device: str = "auto",
+                 precision: str = "auto") -> ClipBackend:
+    """Load the configured CLIP; fail with ModelLoadError naming the model."""
+    where = resolve_device(device)
+    logger.info("loading %s CLIP %r on %s", backend, model, where)
+    if backend == "open_clip":
+        return OpenClipBackend(model, pretrained, where, precision)
+    if backend == "hf":
+        return HFClipBackend(model, where, precision)
+    raise ModelLoadError(f"unknown CLIP backend {backend!r}; use 'open_clip' or 'hf'")
