@@ -3,6 +3,8 @@
 The package root is the pure core: configuration, reward formulas, the sentence-level
 search, preference selection and the record schema. It imports no grpc, redis, HTTP or
 file-system code, so every service can import it and every test can drive it with fakes.
+The subpackage `csr.v1` is different: it holds the gRPC stubs that `make proto` generates from
+proto/csr/v1/*.proto (proto package csr.v1), and only the services import it.
 """
 
 from csr.config import CSRConfig, DPOSettings, RewardConfig, SearchConfig, SelectionConfig

@@ -130,3 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: set up logging once, then dispatch."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app(args=argv, prog_name="csr")
+
+
+if __name__ == "__main__":
+    main()

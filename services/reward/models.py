@@ -67,21 +67,22 @@ class ClipBackend:
             features = self._image_features(pixels)
         return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
 
-    @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """(n, d) float32 unit vectors on the CPU; over-long texts are truncated."""
-        tokens = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
+        return self.encode_texts_flagged(texts)[0]
+
+    @torch.inference_mode()
+    def encode_texts_flagged(self, texts: list[str]) -> tuple[torch.Tensor, list[bool]]:
+        """Embeddings as encode_texts, and which texts were truncated (one tokenisation)."""
+        tokens, truncated = self.tokenize(texts)
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with self._autocast():
             features = self._text_features(tokens)
-        return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
-
-    def truncated(self, texts: list[str]) -> list[bool]:
-        return [self.count_tokens(t) > self.info.context_length for t in texts]
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu(), truncated
 
     # Implemented by each backend.
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor: ...
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]: ...
-    def count_tokens(self, text: str) -> int: ...
+    def tokenize(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], list[bool]]: ...
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor: ...
     def _text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
@@ -115,14 +116,19 @@ class OpenClipBackend(ClipBackend):
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         return torch.stack([self._transform(image) for image in images])
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return {"text": self._tokenizer(texts)}
-
-    def count_tokens(self, text: str) -> int:
-        inner = getattr(self._tokenizer, "tokenizer", None)  # open_clip's HF-tokenizer wrapper
-        if inner is not None:
-            return len(inner.encode(text))
-        return len(self._tokenizer.encode(text)) + 2  # start and end tokens
+    def tokenize(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:
+        context = self.info.context_length
+        if getattr(self._tokenizer, "reduction_fn", True) is not None:
+            # Not the plain CLIP BPE tokenizer: count tokens separately to flag truncation.
+            inner = getattr(self._tokenizer, "tokenizer", self._tokenizer)
+            flags = [len(inner.encode(t)) > context for t in texts]
+            return {"text": self._tokenizer(texts)}, flags
+        # One pass at context + 1: a token in the extra column means the text did not fit.
+        wide = self._tokenizer(texts, context_length=context + 1)
+        flags = (wide[:, context] != 0).tolist()
+        ids = wide[:, :context].clone()
+        ids[wide[:, context] != 0, context - 1] = self._tokenizer.eot_token_id
+        return {"text": ids}, flags
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
@@ -159,12 +165,12 @@ class HFClipBackend(ClipBackend):
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         return self._processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self._tokenizer(texts, padding=True, truncation=True,
-                                    max_length=self.context_length, return_tensors="pt"))
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, truncation=False)["input_ids"])
+    def tokenize(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:
+        full = self._tokenizer(texts, truncation=False)["input_ids"]
+        flags = [len(ids) > self.context_length for ids in full]
+        tokens = self._tokenizer(texts, padding=True, truncation=True,
+                                 max_length=self.context_length, return_tensors="pt")
+        return dict(tokens), flags
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return _pooled(self.model.get_image_features(pixel_values=pixels))

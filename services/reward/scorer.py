@@ -61,8 +61,8 @@ class Scorer:
                                    metrics)
 
     def _encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, bool]]:
-        embeddings = self.backend.encode_texts(texts)
-        return list(zip(embeddings, self.backend.truncated(texts)))
+        embeddings, truncated = self.backend.encode_texts_flagged(texts)
+        return list(zip(embeddings, truncated))
 
     def check_sentences(self, sentences: list[str]) -> None:
         limit = self.settings.max_sentences_per_request

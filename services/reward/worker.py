@@ -95,6 +95,8 @@ class BackgroundWorker:
         return self
 
     def stop(self, grace: float = 0.5) -> None:
+        if not self._loop.is_running():
+            return  # never started, or stopped already
         asyncio.run_coroutine_threadsafe(self.worker.stop(grace), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -156,13 +156,13 @@ def test_a_full_queue_fails_fast_with_resource_exhausted(start_worker):
 
 def test_client_deadline_is_honoured_and_the_worker_keeps_serving(start_worker, backends):
     backend = backends["open_clip"]
-    original = backend.encode_texts
+    original = backend.encode_texts_flagged
 
     def slow(texts):
         time.sleep(0.6)
         return original(texts)
 
-    backend.encode_texts = slow
+    backend.encode_texts_flagged = slow
     try:
         worker = start_worker()
         started = time.perf_counter()
@@ -172,7 +172,7 @@ def test_client_deadline_is_honoured_and_the_worker_keeps_serving(start_worker, 
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.perf_counter() - started < 0.55
     finally:
-        del backend.encode_texts
+        del backend.encode_texts_flagged
     assert stub_for(worker).Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK))
 
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import httpx
 import pytest
+import torch
 from PIL import Image
 
 from csr.v1 import reward_pb2, reward_pb2_grpc
@@ -123,3 +124,13 @@ def test_the_cache_is_bounded_in_bytes(start_worker):
             client.score(png(color), ["a cat ."])
     cache = worker.worker.scorer.cache
     assert len(cache) == 2 and cache.nbytes <= 700
+
+
+def test_open_clip_one_pass_tokenisation_matches_open_clips_own(backends, clip_dirs):
+    import open_clip
+
+    texts = SENTENCES + ["word " * 74 + ".", "word " * 75 + "."]  # 77 tokens fit, 78 do not
+    tokens, flags = backends["open_clip"].tokenize(texts)
+    reference = open_clip.get_tokenizer(f"local-dir:{clip_dirs['open_clip']}")(texts)
+    assert torch.equal(tokens["text"], reference)
+    assert flags == [False, False, True, False, True]

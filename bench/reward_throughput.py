@@ -1,0 +1,138 @@
+"""Reward-service throughput against the model's raw batched encode_text, in one run.
+
+Starts one reward worker as a separate process (`csr reward serve`, tiny open_clip built from
+config), drives it with 1, 4 and 16 concurrent gRPC clients sending the image by hash and
+SENTENCES_PER_REQUEST sentences per call, and measures the same model's raw
+`encode_texts` at the worker's max batch size in this process, side by side. Prints
+sentences/s, the ratio to raw, and p50/p99 request latency. Last line: the ratio at 16 clients.
+
+    .venv/bin/python bench/reward_throughput.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import grpc
+import torch
+from PIL import Image
+
+from csr.v1 import reward_pb2, reward_pb2_grpc
+from services.reward.models import load_backend
+from services.reward.tiny import build_tiny_open_clip
+
+MODEL_CFG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+}
+SENTENCES_PER_REQUEST = int(os.environ.get("BENCH_SPR", 16))
+MAX_BATCH = 64
+WORDS = "there is a red green blue small large circle square triangle cross ring photo".split()
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    return [" ".join(WORDS[(seed + i * 7 + k * 3) % len(WORDS)] for k in range(8)) + " ."
+            for i in range(n)]
+
+
+def raw_throughput(model_dir: str, seconds: float) -> float:
+    backend = load_backend("open_clip", model_dir)
+    batch = sentences(MAX_BATCH, 0)
+    backend.encode_texts(batch)  # warm up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        backend.encode_texts(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - started)
+
+
+def start_worker(model_dir: str, port: int) -> subprocess.Popen:
+    env = dict(os.environ, CSR_REWARD_MODEL=model_dir, CSR_REWARD_GRPC_PORT=str(port),
+               CSR_REWARD_HTTP_ENABLED="false", CSR_REWARD_HOST="127.0.0.1",
+               CSR_REWARD_MAX_BATCH_SIZE=str(MAX_BATCH), CSR_REWARD_MAX_WAIT_MS="5")
+    return subprocess.Popen([sys.executable, "-m", "csr.cli", "reward", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drive(address: str, image_sha: str, clients: int, seconds: float):
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client(seed: int):
+        stub = reward_pb2_grpc.RewardServiceStub(grpc.insecure_channel(address))
+        request = reward_pb2.ScoreRequest(image_sha256=image_sha,
+                                          sentences=sentences(SENTENCES_PER_REQUEST, seed))
+        mine = []
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            stub.Score(request, timeout=30)
+            mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    rate = len(latencies) * SENTENCES_PER_REQUEST / elapsed
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    return rate, statistics.median(latencies), p99
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="Seconds per measurement.")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = str(build_tiny_open_clip(tmp, model_cfg=MODEL_CFG))
+        port = free_port()
+        worker = start_worker(model_dir, port)
+        try:
+            address = f"127.0.0.1:{port}"
+            channel = grpc.insecure_channel(address)
+            grpc.channel_ready_future(channel).result(timeout=120)
+            buffer = io.BytesIO()
+            Image.new("RGB", (64, 64), (200, 20, 20)).save(buffer, "PNG")
+            stub = reward_pb2_grpc.RewardServiceStub(channel)
+            sha = stub.Score(reward_pb2.ScoreRequest(image_bytes=buffer.getvalue(),
+                                                     sentences=["warm up ."])).image_sha256
+            drive(address, sha, 4, 1.0)  # warm up
+            print(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+                  f"{SENTENCES_PER_REQUEST} sentences/request, max batch {MAX_BATCH}")
+            rows = []
+            for clients in (1, 4, 16):
+                raw = raw_throughput(model_dir, args.seconds)  # side by side with each level
+                rate, p50, p99 = drive(address, sha, clients, args.seconds)
+                rows.append((clients, rate, raw, p50, p99))
+                print(f"clients {clients:2d}: server {rate:8.0f} sentences/s | raw encode_text "
+                      f"{raw:8.0f}/s | ratio {rate / raw:5.2f} | p50 {p50 * 1e3:6.1f} ms | "
+                      f"p99 {p99 * 1e3:6.1f} ms")
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    print(f"reward_throughput_ratio_16_clients: {rows[-1][1] / rows[-1][2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The reward worker's batcher and embedding cache, with a fake encoder (no model)."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from services.reward.batcher import Overloaded, TextBatcher
+from services.reward.cache import EmbeddingCache
+from services.reward.metrics import RewardMetrics
+
+
+def run_batcher(scenario, **limits):
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return [t.upper() for t in texts]
+
+    async def main():
+        batcher = TextBatcher(encode, ThreadPoolExecutor(1), limits.get("max_batch_size", 8),
+                              limits.get("max_wait_s", 0.05), limits.get("max_queue", 100),
+                              RewardMetrics())
+        batcher.start()
+        try:
+            return await scenario(batcher)
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main()), calls
+
+
+def test_concurrent_requests_share_one_batch_and_get_their_own_results():
+    async def scenario(batcher):
+        return await asyncio.gather(batcher.submit(["a", "b"]), batcher.submit(["c"]),
+                                    batcher.submit(["d", "e", "f"]))
+    results, calls = run_batcher(scenario)
+    assert results == [["A", "B"], ["C"], ["D", "E", "F"]]
+    assert calls == [["a", "b", "c", "d", "e", "f"]]
+
+
+def test_batches_are_capped_and_big_requests_chunked():
+    async def scenario(batcher):
+        return await asyncio.gather(batcher.submit(list("abcde")), batcher.submit(["x"]))
+    results, calls = run_batcher(scenario, max_batch_size=2)
+    assert results == [list("ABCDE"), ["X"]]
+    assert all(len(call) <= 2 for call in calls)
+    assert [t for call in calls for t in call] == list("abcdex")
+
+
+def test_a_full_queue_is_refused_at_once():
+    async def scenario(batcher):
+        with pytest.raises(Overloaded, match="limit 3"):
+            await batcher.submit(list("abcd"))
+        return await batcher.submit(list("abc"))
+    results, _ = run_batcher(scenario, max_queue=3)
+    assert results == list("ABC")
+
+
+def test_a_cancelled_request_is_skipped():
+    async def scenario(batcher):
+        doomed = asyncio.ensure_future(batcher.submit(["gone"]))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        return await batcher.submit(["kept"])
+    results, calls = run_batcher(scenario, max_wait_s=0.02)
+    assert results == ["KEPT"]
+    assert ["gone"] not in calls and all("gone" not in call for call in calls)
+
+
+def test_cache_evicts_least_recently_used_within_its_byte_budget():
+    one = torch.zeros(32)  # 128 bytes + 164 of key overhead = 292 bytes an entry
+    cache = EmbeddingCache(max_bytes=600)
+    cache.put("a", one)
+    cache.put("b", one)
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", one)
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.nbytes == 584 and len(cache) == 2
+    cache.put("huge", torch.zeros(1000))  # larger than the whole budget: not kept
+    assert cache.get("huge") is None and len(cache) == 2
