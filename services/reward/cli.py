@@ -31,6 +31,15 @@ def serve_command() -> None:
         raise typer.Exit(2) from e
 
 
+@reward_app.command("config")
+def config_command() -> None:
+    """Print the worker's settings as a Markdown table (the README's reference)."""
+    from services.docs import settings_markdown
+    from services.reward.settings import RewardSettings
+
+    typer.echo(settings_markdown(RewardSettings))
+
+
 def score_command(
     image: Annotated[Path, typer.Argument(help="Image file.", exists=True, dir_okay=False)],
     sentences: Annotated[list[str], typer.Argument(help="Sentences to score.")],

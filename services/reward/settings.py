@@ -40,5 +40,5 @@ class RewardSettings(BaseSettings):
     cache_bytes: int = Field(256 * 1024 * 1024, ge=0,
                              description="Bytes of image embeddings kept (LRU).")
     token: SecretStr | None = Field(None, description="When set, both APIs require "
-                                    "'Authorization: Bearer <token>'.")
+                                    "the header 'Authorization: Bearer TOKEN'.")
     grace_seconds: float = Field(5.0, ge=0, description="Shutdown grace for in-flight requests.")

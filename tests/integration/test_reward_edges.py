@@ -43,6 +43,7 @@ BAD_REQUESTS = [
     (dict(image_bytes=png(), sentences=[]), "no sentences"),
     (dict(image_bytes=png(), sentences=["fine .", "   "]), "sentence 1 is empty"),
     (dict(image_bytes=png(), sentences=["a ."] * 9), "9 sentences in one request; the limit is 8"),
+    (dict(image_bytes=png(), sentences=["x" * 5000]), "sentence 0 has 5000 characters"),
     (dict(image_bytes=noise_png(200), sentences=OK), "bytes; the limit is 20000"),
 ]
 

@@ -1,0 +1,16 @@
+"""The README's configuration reference is the one the code generates."""
+
+from pathlib import Path
+
+from services.docs import settings_markdown
+from services.reward.settings import RewardSettings
+
+README = (Path(__file__).parents[2] / "README.md").read_text()
+
+
+def test_reward_settings_table_is_current():
+    assert settings_markdown(RewardSettings) in README
+
+
+def test_readme_shows_the_two_commands():
+    assert "make demo" in README and "make test" in README
