@@ -1,0 +1,86 @@
+"""The batched, KV-cached expansion engine against a from-scratch reference on a tiny LLaVA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from csr.config import SearchConfig
+from csr.search import Prefix, SearchRequest
+from services.generator.beam import diverse_beam_search
+from services.generator.engine import VLMEngine
+from services.generator.tiny import build_tiny_llava
+
+SEARCH = SearchConfig(num_beams=4, num_beam_groups=2, diversity_penalty=1.0, max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def llava():
+    return build_tiny_llava(seed=3)
+
+
+def images():
+    return {"red": Image.new("RGB", (40, 40), (220, 20, 20)),
+            "blue": Image.new("RGB", (48, 32), (20, 20, 220))}
+
+
+class FromScratch:
+    """Every step re-encodes image + prompt + all tokens of every row: no cache, no batching."""
+
+    def __init__(self, engine: VLMEngine, rows: list[tuple[str, str, tuple[int, ...]]]):
+        self.engine, self.rows = engine, rows  # (prompt text, image key, tokens)
+
+    def logprobs(self, prompt: str, image_key: str, tokens: tuple[int, ...]) -> torch.Tensor:
+        inputs = self.engine.processor(images=images()[image_key],
+                                       text=self.engine.prompt_text(prompt), return_tensors="pt")
+        ids = torch.cat([inputs["input_ids"], torch.tensor([tokens], dtype=torch.long)], dim=1)
+        with torch.inference_mode():
+            logits = self.engine.model(input_ids=ids, pixel_values=inputs["pixel_values"]).logits
+        return self.engine._logprobs(logits[0, -1])
+
+    def first(self) -> torch.Tensor:
+        return torch.stack([self.logprobs(*row) for row in self.rows])
+
+    def step(self, parents, tokens):
+        self.rows = [(p, k, t + (tok,)) for (p, k, t), tok in
+                     zip([self.rows[i] for i in parents.tolist()], tokens.tolist())]
+        return torch.stack([self.logprobs(*row) for row in self.rows])
+
+
+def test_batched_cached_expansion_equals_from_scratch_search(llava):
+    model, processor = llava
+    engine = VLMEngine(model, processor, SEARCH)
+    requests = [SearchRequest("a", "describe the image .", "red"),
+                SearchRequest("b", "what is there ?", "blue")]
+    for request in requests:
+        engine.encode_prompt(request.prompt_id, request.prompt, images()[request.image_ref])
+    first_tokens = processor.tokenizer("there is a", add_special_tokens=False)["input_ids"]
+    prefixes = [Prefix(requests[0], (), None), Prefix(requests[1], (), tuple(first_tokens)),
+                Prefix(requests[0], (), tuple(first_tokens[:1]))]
+    got = engine.expand(prefixes)
+    reference = FromScratch(engine, [(p.request.prompt, p.request.image_ref, tuple(p.state or ()))
+                                     for p in prefixes])
+    expected = diverse_beam_search(reference.first(), reference.step, engine.stop_ids, 4, 2, 1.0, 6)
+    assert len(got) == 3
+    eos = processor.tokenizer.eos_token_id
+    for prefix, candidates, hypotheses in zip(prefixes, got, expected):
+        before = len(prefix.state or ())
+        new_tokens = [c.state[before:] + ((eos,) if c.ends_response else ()) for c in candidates]
+        assert new_tokens == [h.tokens for h in hypotheses]
+        for c, h in zip(candidates, hypotheses):
+            assert c.token_logprobs == pytest.approx(h.logprobs, abs=1e-4)
+
+
+def test_candidates_carry_text_and_state_for_the_next_step(llava):
+    model, processor = llava
+    engine = VLMEngine(model, processor, SEARCH)
+    request = SearchRequest("a", "describe the image .", "red")
+    engine.encode_prompt("a", request.prompt, images()["red"])
+    [candidates] = engine.expand([Prefix(request, (), None)])
+    assert len(candidates) == 4
+    for c in candidates:
+        assert all(lp <= 0 for lp in c.token_logprobs)
+        assert len(c.token_logprobs) >= len(c.state)
+        assert processor.tokenizer.decode(list(c.state)).strip() == c.text.strip()
+    assert engine.forwards <= 1 + SEARCH.max_new_tokens
