@@ -84,3 +84,39 @@ def test_candidates_carry_text_and_state_for_the_next_step(llava):
         assert len(c.token_logprobs) >= len(c.state)
         assert processor.tokenizer.decode(list(c.state)).strip() == c.text.strip()
     assert engine.forwards <= 1 + SEARCH.max_new_tokens
+
+
+def test_engine_and_reference_loop_give_identical_pairs(llava, start_worker):
+    from dataclasses import replace
+
+    from csr.config import CSRConfig
+    from services.generator.pipeline import reference_pairs, search_prompts
+    from services.reward.client import RewardClient
+
+    model, processor = llava
+    config = replace(CSRConfig(), search=replace(SEARCH, max_sentences=3, max_new_tokens=5))
+    engine = VLMEngine(model, processor, config.search)
+    worker = start_worker("open_clip")
+    pictures = images()
+    requests = [SearchRequest(f"p{i}", prompt, key) for i, (prompt, key) in enumerate(
+        [("describe the image .", "red"), ("what is there ?", "blue"), ("describe .", "blue")])]
+    with RewardClient(worker.grpc_address) as client:
+        def relevance(image_ref, sentences):
+            import io
+            buffer = io.BytesIO()
+            pictures[image_ref].save(buffer, "PNG")
+            return [s.relevance for s in client.score(buffer.getvalue(), sentences)]
+
+        fast = search_prompts(requests, engine, relevance, config, pictures.__getitem__, 1, "base")
+        slow = reference_pairs(requests, engine, relevance, config, pictures.__getitem__, 1, "base")
+    # Same pairs; the rewards agree to float rounding (batched and single forwards differ ~1e-7).
+    def key(outcome):
+        r = outcome.record
+        return None if r is None else (r.pair_id, r.chosen, r.rejected)
+    assert [key(o) for o in fast] == [key(o) for o in slow]
+    for a, b in zip(fast, slow):
+        if a.record is not None:
+            assert a.record.chosen_reward == pytest.approx(b.record.chosen_reward, rel=1e-5)
+            assert a.record.rejected_reward == pytest.approx(b.record.rejected_reward, rel=1e-5)
+    assert sum(o.record is not None for o in fast) >= 2
+    assert all(r.chosen != r.rejected for r in (o.record for o in fast) if r is not None)
