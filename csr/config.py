@@ -97,8 +97,10 @@ class SearchConfig:
                      f"num_beam_groups={self.num_beam_groups}")
         _require_finite("diversity_penalty", self.diversity_penalty, 0.0, 1e6)
         _require_finite("temperature", self.temperature, 1e-6, 1e6)
-        _require(isinstance(self.sentence_end, str) and self.sentence_end.strip() != "",
-                 f"sentence_end={self.sentence_end!r} must be a non-blank string such as '.'")
+        _require(isinstance(self.sentence_end, str) and self.sentence_end.strip() != ""
+                 and self.sentence_end == self.sentence_end.strip(),
+                 f"sentence_end={self.sentence_end!r} must be a non-blank string without "
+                 "surrounding spaces, such as '.'")
         _require_int_at_least("max_new_tokens", self.max_new_tokens, 1)
         _require_int_at_least("max_sentences", self.max_sentences, 1)
         _require_int_at_least("max_response_tokens", self.max_response_tokens, 1)

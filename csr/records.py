@@ -118,7 +118,10 @@ def _check_keys(data: dict[str, Any], expected: set[str], what: str) -> None:
 def _typed(data: dict[str, Any], name: str, kind: type) -> Any:
     value = data[name]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError as e:
+            raise RecordError(f"field {name} is too large for a float: {value}") from e
     if not isinstance(value, kind) or isinstance(value, bool):
         raise RecordError(f"field {name} must be {kind.__name__}, got {value!r}")
     if kind is float and not math.isfinite(value):

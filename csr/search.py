@@ -28,6 +28,7 @@ Edge cases, decided here once:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -147,7 +148,7 @@ def _check_candidate(candidate: Any, where: str) -> None:
     if not _is_empty(candidate.text) and len(candidate.token_logprobs) == 0:
         raise ExpansionError(f"{where} ({candidate.text!r}) has text but no token log-probs")
     for value in candidate.token_logprobs:
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value > 1e-6:
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value > 1e-6:
             raise ExpansionError(
                 f"{where} ({candidate.text!r}) has token log-prob {value!r}; "
                 "log-probs must be finite numbers <= 0 (pass log-softmax outputs, not logits)")
@@ -163,7 +164,7 @@ def fetch_relevance(relevance: Relevance, image_ref: str, sentences: Sequence[st
             f"relevance returned {len(scores)} scores for {len(sentences)} sentences of "
             f"image {image_ref!r}")
     for sentence, value in zip(sentences, scores):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
             raise RelevanceError(
                 f"relevance of {sentence!r} is {value!r}; R_I must be a finite number >= 0 "
                 "(apply csr.rewards.relevance_score to a cosine)")

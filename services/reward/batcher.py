@@ -22,6 +22,10 @@ class Overloaded(RuntimeError):
     """The queue is full: retry later or add workers."""
 
 
+class WorkerStopping(RuntimeError):
+    """The worker is shutting down: retry on another worker."""
+
+
 @dataclass
 class _Item:
     texts: list[str]
@@ -45,11 +49,22 @@ class TextBatcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop batching; every request still waiting is failed with WorkerStopping."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        while not self._queue.empty():
+            self._fail([self._queue.get_nowait()], WorkerStopping("the reward worker is stopping"))
+
+    @staticmethod
+    def _fail(items: list[_Item], error: Exception) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
 
     async def submit(self, texts: list[str]) -> list[Any]:
+        if self._task is None or self._task.done():
+            raise WorkerStopping("the reward worker is not accepting work (stopping or stopped)")
         if self._queued + len(texts) > self.max_queue:
             raise Overloaded(f"{self._queued} sentences are queued (limit {self.max_queue}); "
                              "retry later or add reward workers")
@@ -77,29 +92,36 @@ class TextBatcher:
         return batch
 
     async def _run(self) -> None:
+        batch: list[_Item] = []
+        try:
+            while True:
+                batch = await self._gather()
+                self._queued -= sum(len(item.texts) for item in batch)
+                await self._encode_batch(batch)
+                batch = []
+        except asyncio.CancelledError:
+            self._fail(batch, WorkerStopping("the reward worker is stopping"))
+            raise
+
+    async def _encode_batch(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather()
-            self._queued -= sum(len(item.texts) for item in batch)
-            live = [item for item in batch if not item.future.done()]
-            if not live:
-                continue
-            texts = [text for item in live for text in item.texts]
-            now = time.perf_counter()
-            for item in live:
-                self._metrics.queue_wait.observe(now - item.enqueued)
-            try:
-                results = await loop.run_in_executor(self._executor, self._encode_chunks, texts)
-            except Exception as e:  # the model failed: every waiting request learns why
-                for item in live:
-                    if not item.future.done():
-                        item.future.set_exception(e)
-                continue
-            start = 0
-            for item in live:
-                if not item.future.done():
-                    item.future.set_result(results[start:start + len(item.texts)])
-                start += len(item.texts)
+        live = [item for item in batch if not item.future.done()]
+        if not live:
+            return
+        texts = [text for item in live for text in item.texts]
+        now = time.perf_counter()
+        for item in live:
+            self._metrics.queue_wait.observe(now - item.enqueued)
+        try:
+            results = await loop.run_in_executor(self._executor, self._encode_chunks, texts)
+        except Exception as e:  # the model failed: every waiting request learns why
+            self._fail(live, e)
+            return
+        start = 0
+        for item in live:
+            if not item.future.done():
+                item.future.set_result(results[start:start + len(item.texts)])
+            start += len(item.texts)
 
     def _encode_chunks(self, texts: list[str]) -> list[Any]:
         out: list[Any] = []

@@ -46,7 +46,8 @@ class RewardClient:
     addresses a name resolves to), or 'ipv4:127.0.0.1:5001,127.0.0.1:5002'."""
 
     def __init__(self, target: str, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 8, backoff: float = 0.05, max_backoff: float = 2.0):
+                 retries: int = 8, backoff: float = 0.05, max_backoff: float = 2.0,
+                 max_sentences_per_call: int = 256):
         options = [("grpc.lb_policy_name", "round_robin"),
                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
                    ("grpc.enable_retries", 0)]  # retries are ours, visible and bounded
@@ -55,6 +56,7 @@ class RewardClient:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout, self.retries, self.backoff, self.max_backoff = (
             timeout, retries, backoff, max_backoff)
+        self.max_sentences_per_call = max_sentences_per_call  # the workers' per-request limit
         self._sent: set[str] = set()
         self._files: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
@@ -85,7 +87,16 @@ class RewardClient:
         raise AssertionError("unreachable")
 
     def score(self, image: bytes, sentences: Sequence[str]) -> list[reward_pb2.SentenceScore]:
-        """Scores in request order. Sends the image bytes only when a worker needs them."""
+        """Scores in request order, split into calls the workers accept. Sends the image
+        bytes only when a worker needs them."""
+        step = self.max_sentences_per_call
+        sentences = list(sentences)
+        if len(sentences) <= step:
+            return self._score_once(image, sentences)
+        return [score for start in range(0, len(sentences), step)
+                for score in self._score_once(image, sentences[start:start + step])]
+
+    def _score_once(self, image: bytes, sentences: list[str]) -> list[reward_pb2.SentenceScore]:
         sha = hashlib.sha256(image).hexdigest()
         with self._lock:
             known = sha in self._sent

@@ -6,6 +6,7 @@ bearer token when one is configured (health and reflection stay open for probes)
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -16,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from csr.v1 import reward_pb2
-from services.reward.batcher import Overloaded
+from services.reward.batcher import Overloaded, WorkerStopping
 from services.reward.scorer import BadRequest, Scorer
 from services.reward.settings import RewardSettings
 
@@ -67,6 +68,17 @@ class RewardServicer:
             outcome = "overloaded"
             context.set_trailing_metadata(((ERROR_KEY, "overloaded"),))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        except WorkerStopping as e:
+            outcome = "stopping"
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))  # clients retry elsewhere
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except Exception as e:  # a model or server fault: logged here, named to the client
+            outcome = "internal"
+            logger.exception("Score failed")
+            context.set_trailing_metadata(((ERROR_KEY, "internal"),))
+            await context.abort(grpc.StatusCode.INTERNAL, f"the reward worker failed: {e!r}")
         finally:
             metrics.requests.labels("grpc", outcome).inc()
             metrics.latency.labels("grpc").observe(time.perf_counter() - started)

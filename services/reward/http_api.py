@@ -11,6 +11,7 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import time
 from typing import Any
 
@@ -19,8 +20,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from services.reward.batcher import Overloaded
+from services.reward.batcher import Overloaded, WorkerStopping
 from services.reward.scorer import BadRequest, Scorer
+
+logger = logging.getLogger(__name__)
 
 _SCORE_DOC = {
     "requestBody": {"required": True, "content": {
@@ -83,7 +86,7 @@ async def _parse_multipart(request: Request) -> tuple[bytes | None, str | None, 
     return await upload.read(), None, sentences
 
 
-def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> FastAPI:
+def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> BodyLimit:
     app = FastAPI(title="CSR reward service", version="1",
                   description="CLIP image-relevance R_I = max(100 cos, 0) for CSR.")
     metrics = scorer.metrics
@@ -104,9 +107,6 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Fa
                 outcome = "unauthenticated"
                 return _error(401, outcome, "missing or wrong token: send 'Authorization: "
                               "Bearer <CSR_REWARD_TOKEN>'")
-            if int(request.headers.get("content-length") or 0) > body_limit:
-                outcome = "too-large"
-                return _error(413, outcome, f"the body exceeds {body_limit} bytes")
             kind = request.headers.get("content-type", "")
             parse = _parse_multipart if kind.startswith("multipart/") else _parse_json
             image, sha, sentences = await parse(request)
@@ -121,6 +121,13 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Fa
         except Overloaded as e:
             outcome = "overloaded"
             return _error(429, outcome, str(e), **{"Retry-After": "1"})
+        except WorkerStopping as e:
+            outcome = "stopping"
+            return _error(503, outcome, str(e), **{"Retry-After": "1"})
+        except Exception as e:  # a model or server fault: logged here, named to the client
+            outcome = "internal"
+            logger.exception("score failed")
+            return _error(500, outcome, f"the reward worker failed: {e!r}")
         finally:
             metrics.requests.labels("http", outcome).inc()
             metrics.latency.labels("http").observe(time.perf_counter() - started)
@@ -136,4 +143,42 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Fa
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return BodyLimit(app, body_limit)
+
+
+class BodyLimit:
+    """ASGI wrapper: buffers a request body up to `limit` bytes and answers 413 past it,
+    whether or not the client declared a length (chunked bodies included)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    def __getattr__(self, name):  # the wrapped FastAPI app's attributes (openapi, routes, ...)
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                response = _error(413, "too-large", f"the body exceeds {self.limit} bytes")
+                return await response(scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)

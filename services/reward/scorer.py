@@ -109,10 +109,15 @@ class Scorer:
             pending = asyncio.get_running_loop().run_in_executor(
                 self._executor, self._encode_image, image_bytes)
             self._inflight[sha] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(sha, None))
-        embedding = await asyncio.shield(pending)
-        self.cache.put(sha, embedding)
-        return sha, embedding
+            pending.add_done_callback(lambda done: self._image_done(sha, done))
+        return sha, await asyncio.shield(pending)
+
+    def _image_done(self, sha: str, done: asyncio.Future) -> None:
+        # Cache before forgetting the in-flight encode: a request arriving in between finds
+        # one or the other, so the image is never encoded twice.
+        if not done.cancelled() and done.exception() is None:
+            self.cache.put(sha, done.result())
+        self._inflight.pop(sha, None)
 
     def _cached_image(self, image_sha256: str | None) -> tuple[str, torch.Tensor]:
         if not image_sha256:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,3 +42,12 @@ class RewardSettings(BaseSettings):
     token: SecretStr | None = Field(None, description="When set, both APIs require "
                                     "the header 'Authorization: Bearer TOKEN'.")
     grace_seconds: float = Field(5.0, ge=0, description="Shutdown grace for in-flight requests.")
+
+    @model_validator(mode="after")
+    def _request_fits_the_queue(self) -> RewardSettings:
+        if self.max_sentences_per_request > self.max_queue_sentences:
+            raise ValueError(
+                f"max_sentences_per_request={self.max_sentences_per_request} exceeds "
+                f"max_queue_sentences={self.max_queue_sentences}: such a request could never be "
+                "queued; raise CSR_REWARD_MAX_QUEUE_SENTENCES or lower the per-request limit")
+        return self

@@ -33,8 +33,17 @@ class RewardWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip")
         self.grpc_port = self.http_port = 0
         self._ready = False
+        self.scorer = self.grpc_server = self._http = self._http_task = None
 
     async def start(self) -> None:
+        """Load the model, then serve; on any failure, tear down what was started and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
         if self._backend is None:
@@ -44,6 +53,7 @@ class RewardWorker:
         self.scorer = Scorer(self._backend, s, self._executor, RewardMetrics())
         self.scorer.batcher.start()
         self.grpc_server, self.grpc_port = create_server(s, self.scorer)
+        await mark_serving(self.grpc_server, False)  # health says SERVING only once ready
         await self.grpc_server.start()
         if s.http_enabled:
             await self._start_http()
@@ -56,7 +66,11 @@ class RewardWorker:
         s = self.settings
         sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((s.host, s.http_port))
+        try:
+            sock.bind((s.host, s.http_port))
+        except OSError:
+            sock.close()
+            raise
         self.http_port = sock.getsockname()[1]
         token = s.token.get_secret_value() if s.token else None
         app = create_http_app(self.scorer, token, ready=lambda: self._ready)
@@ -69,15 +83,20 @@ class RewardWorker:
             await asyncio.sleep(0.01)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Stop taking requests, finish in-flight ones within `grace`, release everything.
+
+        Safe after a partial start."""
         grace = self.settings.grace_seconds if grace is None else grace
         self._ready = False
-        await mark_serving(self.grpc_server, False)
-        if self.settings.http_enabled:
+        if self._http is not None:
             self._http.should_exit = True
-        await self.grpc_server.stop(grace)
-        if self.settings.http_enabled:
-            await self._http_task
-        await self.scorer.batcher.stop()
+        if self.grpc_server is not None:
+            await mark_serving(self.grpc_server, False)
+            await self.grpc_server.stop(grace)
+        if self._http_task is not None:
+            await asyncio.gather(self._http_task, return_exceptions=True)
+        if self.scorer is not None:
+            await self.scorer.batcher.stop()
         self._executor.shutdown(wait=False)
 
 
@@ -91,7 +110,13 @@ class BackgroundWorker:
 
     def start(self, timeout: float = 120.0) -> BackgroundWorker:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.worker.start(), self._loop).result(timeout)
+        try:
+            asyncio.run_coroutine_threadsafe(self.worker.start(), self._loop).result(timeout)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+            raise
         return self
 
     def stop(self, grace: float = 0.5) -> None:
@@ -100,6 +125,7 @@ class BackgroundWorker:
         asyncio.run_coroutine_threadsafe(self.worker.stop(grace), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     @property
     def grpc_address(self) -> str:

@@ -144,25 +144,122 @@ def test_health_metrics_reflection_and_docs(start_worker):
     assert (info.backend, info.embedding_dim, info.context_length) == ("open_clip", 32, 77)
 
 
-def test_a_full_queue_fails_fast_with_resource_exhausted(start_worker):
-    worker = start_worker(max_queue_sentences=4, max_sentences_per_request=10)
-    with pytest.raises(grpc.RpcError) as info:
-        stub_for(worker).Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK * 5))
+def slowed(backend, seconds: float):
+    original = backend.encode_texts_flagged
+
+    def slow(texts):
+        time.sleep(seconds)
+        return original(texts)
+    return original, slow
+
+
+def test_a_full_queue_fails_fast_with_resource_exhausted(start_worker, backends):
+    backend = backends["open_clip"]
+    worker = start_worker(max_queue_sentences=8, max_sentences_per_request=8, max_batch_size=8,
+                          max_wait_ms=0)
+    image = png((9, 9, 9))
+    stub = stub_for(worker)
+    stub.Score(reward_pb2.ScoreRequest(image_bytes=image, sentences=OK))  # image now cached
+    original, slow = slowed(backend, 0.8)
+    backend.encode_texts_flagged = slow
+    try:
+        eight = reward_pb2.ScoreRequest(image_bytes=image, sentences=OK * 8)
+        first = stub.Score.future(eight)   # taken into a batch at once, encodes for 0.8 s
+        time.sleep(0.2)
+        second = stub.Score.future(eight)  # waits in the queue: 8 of 8 places
+        time.sleep(0.2)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Score(reward_pb2.ScoreRequest(image_bytes=image, sentences=OK))
+        body = {"image_base64": base64.b64encode(image).decode(), "sentences": OK}
+        response = httpx.post(f"{worker.http_url}/v1/score", json=body)
+        assert len(first.result().scores) == len(second.result().scores) == 8
+    finally:
+        del backend.encode_texts_flagged
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    body = {"image_base64": base64.b64encode(png()).decode(), "sentences": OK * 5}
-    response = httpx.post(f"{worker.http_url}/v1/score", json=body)
+    assert "8 sentences are queued (limit 8)" in info.value.details()
     assert response.status_code == 429 and response.headers["retry-after"] == "1"
+    assert stub.Score(reward_pb2.ScoreRequest(image_bytes=image, sentences=OK)).scores
+
+
+def test_a_request_limit_beyond_the_queue_is_refused_at_start():
+    from pydantic import ValidationError
+
+    from services.reward.settings import RewardSettings
+
+    with pytest.raises(ValidationError, match="max_sentences_per_request=10 exceeds"):
+        RewardSettings(max_queue_sentences=4, max_sentences_per_request=10)
+
+
+def test_an_oversized_body_is_413_with_or_without_a_length(strict_worker):
+    too_big = b"x" * (9 * 1024 * 1024)  # the limit: 4/3 of 20000 image bytes + 8 MiB
+    with_length = httpx.post(f"{strict_worker.http_url}/v1/score", content=too_big,
+                             headers={"content-type": "application/json"})
+    chunked = httpx.post(f"{strict_worker.http_url}/v1/score",
+                         content=(too_big[i:i + 65536] for i in range(0, len(too_big), 65536)),
+                         headers={"content-type": "application/json"})
+    for response in (with_length, chunked):
+        assert response.status_code == 413 and response.json()["error"] == "too-large"
+    assert stub_for(strict_worker).Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK))
+
+
+def test_a_model_failure_is_internal_named_and_counted(start_worker, backends):
+    backend = backends["open_clip"]
+
+    def broken(texts):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    worker = start_worker()
+    backend.encode_texts_flagged = broken
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            stub_for(worker).Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK))
+        body = {"image_base64": base64.b64encode(png()).decode(), "sentences": OK}
+        response = httpx.post(f"{worker.http_url}/v1/score", json=body)
+    finally:
+        del backend.encode_texts_flagged
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "out of memory" in info.value.details()
+    assert response.status_code == 500 and "out of memory" in response.json()["detail"]
+    requests = worker.worker.scorer.metrics.requests
+    assert requests.labels("grpc", "internal")._value.get() == 1
+    assert requests.labels("grpc", "ok")._value.get() == 0
     assert stub_for(worker).Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK))
+
+
+def test_a_failed_start_releases_what_it_started(clip_dirs, backends):
+    import socket
+
+    from services.reward.worker import BackgroundWorker
+    from tests.integration.conftest import settings
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    grpc_port = free.getsockname()[1]
+    free.close()
+    worker = BackgroundWorker(settings("open_clip", clip_dirs["open_clip"], grpc_port=grpc_port,
+                                       http_port=taken.getsockname()[1]), backends["open_clip"])
+    with pytest.raises(OSError):
+        worker.start()
+    taken.close()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", grpc_port))  # the gRPC port was given back
+    probe.close()
+
+
+def test_the_client_splits_requests_beyond_the_workers_limit(start_worker):
+    worker = start_worker(max_sentences_per_request=3, max_queue_sentences=64)
+    sentences = [f"there is a {w} ." for w in ("cat", "dog", "sky", "car", "sun", "red", "ring")]
+    with RewardClient(worker.grpc_address, max_sentences_per_call=3) as client:
+        together = [s.cosine for s in client.score(png(), sentences)]
+        alone = [client.score(png(), [s])[0].cosine for s in sentences]
+    assert together == pytest.approx(alone, abs=1e-5)
 
 
 def test_client_deadline_is_honoured_and_the_worker_keeps_serving(start_worker, backends):
     backend = backends["open_clip"]
-    original = backend.encode_texts_flagged
-
-    def slow(texts):
-        time.sleep(0.6)
-        return original(texts)
-
+    _, slow = slowed(backend, 0.6)
     backend.encode_texts_flagged = slow
     try:
         worker = start_worker()

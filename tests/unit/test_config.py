@@ -46,6 +46,7 @@ def test_settings_are_frozen():
     (SearchConfig, {"keep_top": -1}, "keep_top=-1"),
     (SearchConfig, {"diversity_penalty": -1.0}, "diversity_penalty=-1.0"),
     (SearchConfig, {"sentence_end": " "}, "sentence_end"),
+    (SearchConfig, {"sentence_end": ". "}, "without surrounding spaces"),
     (SearchConfig, {"max_new_tokens": 0}, "max_new_tokens=0"),
     (SearchConfig, {"max_sentences": 2.5}, "max_sentences=2.5"),
     (SearchConfig, {"expansion": "nucleus"}, "expansion='nucleus'"),

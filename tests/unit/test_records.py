@@ -63,6 +63,7 @@ def test_unknown_schema_version_is_refused_with_the_fix(record):
     (lambda d: d.update(iteration="2"), "field iteration must be int"),
     (lambda d: d.update(iteration=True), "field iteration must be int"),
     (lambda d: d.update(lam=float("nan")), "field lam must be finite"),
+    (lambda d: d.update(lam=10**400), "field lam is too large for a float"),
     (lambda d: d.update(chosen_sentences=[]), "chosen_sentences must be a non-empty list"),
     (lambda d: d["rejected_sentences"][0].pop("r_i"), "rejected_sentences\\[0\\] lacks"),
     (lambda d: d["chosen_sentences"].append("x"), "chosen_sentences\\[1\\] must be an object"),

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from services.reward.batcher import Overloaded, TextBatcher
+from services.reward.batcher import Overloaded, TextBatcher, WorkerStopping
 from services.reward.cache import EmbeddingCache
 from services.reward.metrics import RewardMetrics
 
@@ -80,3 +80,26 @@ def test_cache_evicts_least_recently_used_within_its_byte_budget():
     assert cache.nbytes == 584 and len(cache) == 2
     cache.put("huge", torch.zeros(1000))  # larger than the whole budget: not kept
     assert cache.get("huge") is None and len(cache) == 2
+
+
+def test_stopping_fails_waiting_requests_and_refuses_new_ones():
+    import time
+
+    def slow(texts):
+        time.sleep(0.3)
+        return texts
+
+    async def main():
+        batcher = TextBatcher(slow, ThreadPoolExecutor(1), 1, 0.0, 100, RewardMetrics())
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(["a"]))
+        waiting = asyncio.ensure_future(batcher.submit(["b"]))
+        await asyncio.sleep(0.05)
+        await batcher.stop()
+        results = await asyncio.gather(running, waiting, return_exceptions=True)
+        with pytest.raises(WorkerStopping):
+            await batcher.submit(["c"])
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, WorkerStopping) for r in results)

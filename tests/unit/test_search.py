@@ -187,3 +187,14 @@ def test_a_broken_relevance_is_named(scores, message):
     with pytest.raises(RelevanceError, match=message):
         run_search([REQUEST], ScriptedModel({"": [cand(" X.", -0.1)]}),
                    lambda image, sentences: scores, SEARCH, REWARD, SelectionConfig())
+
+
+def test_numpy_numbers_are_accepted():
+    import numpy as np
+
+    tree = {"": [Candidate(" N.", (np.float32(-0.5),), ends_response=True),
+                 Candidate(" M.", (np.float64(-0.25),), ends_response=True)]}
+    [result] = run_search([REQUEST], ScriptedModel(tree),
+                          lambda image, sentences: [np.float32(3.0) for _ in sentences],
+                          SEARCH, REWARD, SelectionConfig())
+    assert [p.reward("mean") for p in result.finished] == pytest.approx([1.25, 1.375])
