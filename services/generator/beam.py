@@ -77,21 +77,36 @@ class _Group:
         self.done = self.finished[-1].score >= best_running
 
 
-def _advance_group(group: _Group, logprobs: torch.Tensor, counts: torch.Tensor,
-                   penalty: float, stop_ids: Collection[int]) -> None:
-    """One step of one group: pick its next beams, finish those that stop, count tokens."""
-    beams = group.running
-    penalties = -penalty * counts  # (V,)
-    rows = logprobs[[b.row for b in beams]]  # (k, V)
-    totals = torch.tensor([b.total for b in beams], dtype=rows.dtype)[:, None] + rows + penalties
-    vocab = rows.shape[-1]
-    k = min(2 * group.size, totals.numel())
-    _, flat = torch.topk(totals.flatten(), k)
+def _advance_groups(active: list[tuple[int, _Group]], logprobs: torch.Tensor,
+                    counts: torch.Tensor, penalty: float, stop_ids: Collection[int]) -> None:
+    """One step of the same group of many prefixes, batched: pick each group's next beams,
+    finish those that stop, and count the chosen tokens for the groups after it."""
+    size, vocab = active[0][1].size, logprobs.shape[-1]
+    rows = torch.zeros(len(active), size, dtype=torch.long)
+    totals = torch.full((len(active), size), float("-inf"))
+    for a, (_, group) in enumerate(active):
+        for b, beam in enumerate(group.running):
+            rows[a, b], totals[a, b] = beam.row, beam.total
+    model = logprobs[rows]  # (a, size, V)
+    penalties = -penalty * counts[[prefix for prefix, _ in active]]  # (a, V)
+    scores = (totals[:, :, None] + model + penalties[:, None, :]).view(len(active), -1)
+    k = min(2 * size, scores.shape[-1])
+    top, flat = torch.topk(scores, k)
+    chosen_model = model.view(len(active), -1).gather(1, flat).tolist()
+    chosen_penalty = penalties.gather(1, flat % vocab).tolist()
+    for a, (prefix, group) in enumerate(active):
+        picks = zip(top[a].tolist(), flat[a].tolist(), chosen_model[a], chosen_penalty[a])
+        _pick(group, picks, vocab, stop_ids, counts[prefix])
+
+
+def _pick(group: _Group, picks, vocab: int, stop_ids: Collection[int],
+          counts: torch.Tensor) -> None:
     chosen: list[_Beam] = []
-    for rank, index in enumerate(flat.tolist()):
+    for rank, (score, index, model_logprob, penalty) in enumerate(picks):
+        if score == float("-inf"):
+            break  # only padding (or impossible tokens) is left
         beam_index, token = divmod(index, vocab)
-        child = beams[beam_index].extend(token, float(rows[beam_index, token]),
-                                         float(penalties[token]))
+        child = group.running[beam_index].extend(token, model_logprob, penalty)
         if token in stop_ids:
             if rank < group.size:
                 group.add_finished(child.finish(True, group.length_penalty))
@@ -115,12 +130,14 @@ def diverse_beam_search(first_logprobs: torch.Tensor, step: Step, stop_ids: Coll
     groups = [[_Group(i, size, length_penalty) for _ in range(num_groups)] for i in range(prefixes)]
     logprobs = first_logprobs.float()
     for generated in range(1, max_new_tokens + 1):
-        for own in groups:
-            counts = torch.zeros(logprobs.shape[-1])
-            for group in own:
-                if not group.done:
-                    _advance_group(group, logprobs, counts, diversity_penalty, stop_ids)
-                    group.update_done(generated)
+        counts = torch.zeros(prefixes, logprobs.shape[-1])  # tokens chosen this step
+        for g in range(num_groups):
+            active = [(i, own[g]) for i, own in enumerate(groups)
+                      if not own[g].done and own[g].running]
+            if active:
+                _advance_groups(active, logprobs, counts, diversity_penalty, stop_ids)
+            for _, group in active:
+                group.update_done(generated)
         parents, tokens = _renumber(groups)
         if not parents or generated == max_new_tokens:
             break

@@ -57,6 +57,7 @@ class VLMEngine:
         self._banned = torch.tensor(sorted(banned), dtype=torch.long)
         self._prompts: dict[str, _PromptCache] = {}
         self.forwards = 0  # model forward calls, for benchmarks
+        self.step_rows = 0  # beam rows advanced by one token, summed over steps
 
     def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -168,6 +169,7 @@ class _Stepper:
                                 position_ids=positions[:, None], past_key_values=self.cache,
                                 use_cache=True)
         self.engine.forwards += 1
+        self.engine.step_rows += len(parents)
         self.positions = positions + 1
         return self.engine._logprobs(out.logits[:, -1])
 

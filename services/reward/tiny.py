@@ -42,8 +42,11 @@ def build_tiny_open_clip(directory: str | Path, seed: int = 0,
     return directory
 
 
-def build_word_tokenizer(words=TINY_WORDS, model_max_length: int = 77):
-    """A word-level fast tokenizer with <s>/</s>/<pad>, trained on the fly (no download)."""
+def build_word_tokenizer(words=TINY_WORDS, model_max_length: int = 77, append_eos: bool = True):
+    """A word-level fast tokenizer with <s>/</s>/<pad>, trained on the fly (no download).
+
+    append_eos: CLIP text towers pool at </s>, so they need it; a chat LM must not get one
+    after its prompt (it would read as the end of the answer)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -52,7 +55,8 @@ def build_word_tokenizer(words=TINY_WORDS, model_max_length: int = 77):
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     tok.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
+        single="<s> $A </s>" if append_eos else "<s> $A",
+        special_tokens=[("<s>", 2), ("</s>", 3)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>", unk_token="<unk>",
                                    model_max_length=model_max_length)
