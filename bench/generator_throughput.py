@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     steps = engine.forwards - args.prompts
     rows = max(1, round(engine.step_rows / max(1, steps)))
     engine_tps = engine.step_rows / engine_s
-    raw_tps = raw_tokens_per_second(engine, rows, context=40)
+    prompt = engine.prompt_text(PROMPTS[0])
+    context = processor(images=images["img0"], text=prompt, return_tensors="pt")["input_ids"].shape[1]
+    raw_tps = raw_tokens_per_second(engine, rows, context=context + 8)
     depth = sum(len(o.search.kept_per_step) for o in fast) / len(fast)
     nodes = sum(o.search.expansions for o in fast)
     print(f"{args.prompts} prompts, {pairs} pairs, identical pairs: {same}; "
