@@ -23,7 +23,10 @@ from csr.v1 import reward_pb2, reward_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# Score is idempotent, so a call a worker dropped is safe to repeat: UNAVAILABLE (a worker down,
+# restarting or stopping) and CANCELLED (this client never cancels its own calls, so that one
+# comes from a worker that cut in-flight calls at the end of its shutdown grace).
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 class RewardServiceError(RuntimeError):

@@ -48,7 +48,7 @@ def test_a_worker_going_down_mid_run_fails_no_call(start_worker):
     while len(results) < 20:
         time.sleep(0.01)
     served_before = _served(second)
-    first.stop(grace=0.2)
+    first.stop(grace=1.0)
     for thread in threads:
         thread.join()
     assert errors == []
