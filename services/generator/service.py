@@ -9,7 +9,9 @@ pending and are claimed again later, by this replica or another.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
+from concurrent.futures import Future
 from pathlib import Path
 
 from PIL import Image
@@ -17,6 +19,7 @@ from PIL import Image
 from csr.config import CSRConfig
 from csr.search import Relevance, SearchRequest
 from csr.selection import NoPair
+from services.generator.adapters import AdapterError, AdapterSlot
 from services.generator.engine import VLMEngine
 from services.generator.pipeline import search_prompts
 from services.generator.streams import PromptStreams, WorkItem
@@ -32,14 +35,42 @@ def load_rgb(path: str) -> Image.Image:
 class GeneratorLoop:
     def __init__(self, streams: PromptStreams, engine: VLMEngine, relevance: Relevance,
                  config: CSRConfig, image_root: str, consumer: str, batch_size: int = 8,
-                 adapter_version: str = "base"):
+                 adapter_version: str = "base", slot: AdapterSlot | None = None):
         self.streams, self.engine, self.relevance, self.config = streams, engine, relevance, config
         self.image_root, self.consumer, self.batch_size = Path(image_root), consumer, batch_size
         self.adapter_version = adapter_version
         self.published = self.repeats = self.no_pairs = 0
+        self.slot = slot
+        self._swaps: list[tuple[str, str | None, Future]] = []
+        self._swaps_lock = threading.Lock()
+
+    def request_adapter(self, directory: str, version: str | None = None) -> Future:
+        """Ask for an adapter swap; it happens between prompts, and the future tells how it
+        went (its version, or the AdapterError that kept the old adapter serving)."""
+        done: Future = Future()
+        if self.slot is None:
+            done.set_exception(AdapterError("this generator was started without an adapter slot"))
+            return done
+        with self._swaps_lock:
+            self._swaps.append((directory, version, done))
+        return done
+
+    def _apply_swaps(self) -> None:
+        with self._swaps_lock:
+            swaps, self._swaps = self._swaps, []
+        for directory, version, done in swaps:
+            try:
+                self.adapter_version = self.slot.load(directory, version)
+                self.engine.model = self.slot.model
+                done.set_result(self.adapter_version)
+            except AdapterError as e:
+                logger.error("adapter refused, still serving %s: %s", self.adapter_version, e)
+                done.set_exception(e)
 
     def run_once(self, block_ms: int = 1000) -> int:
-        """Claim up to batch_size prompts, search them together, publish; returns how many."""
+        """Claim up to batch_size prompts, search them together, publish; returns how many.
+        A requested adapter swap happens first, so no prompt sees two adapters."""
+        self._apply_swaps()
         items = self.streams.claim(self.consumer, self.batch_size, block_ms)
         by_iteration: dict[int, list[WorkItem]] = defaultdict(list)
         for item in items:

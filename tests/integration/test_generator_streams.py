@@ -103,3 +103,92 @@ def test_a_crashed_generator_loses_no_prompt_and_repeats_no_pair(world):
     record = records[0]
     assert replay.publish(item, record) is False
     assert len(replay.pairs()) == len(records) and replay.pending() == 0
+
+
+def make_adapter(directory, version: str, base_name: str = "tiny-llava", seed: int = 5,
+                 hidden: int = 64):
+    """A LoRA adapter on the language model's linear layers, with random (non-zero) weights,
+    saved in PEFT format with the publisher's manifest."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
+    from services.generator.adapters import write_manifest
+
+    model, _ = build_tiny_llava(seed=2, hidden=hidden)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
+                                                  target_modules=LANGUAGE_MODEL_LINEAR_LAYERS))
+    peft_model.save_pretrained(str(directory))
+    write_manifest(directory, version, base_name)
+    return directory
+
+
+def first_answers(generator, world_images, prompt_ids=("0000",)):
+    from csr.search import SearchRequest
+    from services.generator.pipeline import search_prompts
+    from services.generator.service import load_rgb
+
+    requests = [SearchRequest(i, "describe the image .", str(world_images / f"{i}.png"))
+                for i in prompt_ids]
+    outcomes = search_prompts(requests, generator.engine, lambda image, s: [1.0] * len(s),
+                              CONFIG, load_rgb, 1, generator.adapter_version)
+    return [sorted(p.text for p in o.search.finished) for o in outcomes]
+
+
+def test_hot_reload_changes_the_next_prompts_output_and_stamps_the_version(world, tmp_path):
+    from services.generator.adapters import AdapterSlot
+
+    redis, prompt_set, images, client, engine = world
+    model, processor = build_tiny_llava(seed=2)
+    teach_sentences(model, processor, steps=60)
+    engine = VLMEngine(model, processor, CONFIG.search)
+    generator = GeneratorLoop(PromptStreams(redis), engine, client.relevance, CONFIG,
+                              str(images), "g", batch_size=3,
+                              slot=AdapterSlot(model, "tiny-llava"))
+    before = first_answers(generator, images)
+    done = generator.request_adapter(str(make_adapter(tmp_path / "v1", "1")))
+    generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=2))
+    generator.run_once(block_ms=10)  # the swap happens before this batch
+    assert done.result(timeout=1) == "1" and generator.adapter_version == "1"
+    assert {r.adapter_version for r in generator.streams.pairs()} == {"1"}
+    after = first_answers(generator, images)
+    assert after != before
+
+
+@pytest.mark.parametrize("spoil,message", [
+    ("corrupt", "does not match its sha256"),
+    ("pickle", "pickled weights"),
+    ("other-base", "was trained on 'another-model'"),
+    ("no-manifest", "lacks manifest.json"),
+    ("wrong-shapes", "does not fit the model"),
+])
+def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path, spoil, message):
+    from services.generator.adapters import AdapterError, AdapterSlot
+
+    redis, prompt_set, images, client, engine = world
+    model, processor = build_tiny_llava(seed=2)
+    slot = AdapterSlot(model, "tiny-llava")
+    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
+                              client.relevance, CONFIG, str(images), "g", slot=slot)
+    assert generator.request_adapter(str(make_adapter(tmp_path / "good", "1"))) is not None
+    generator.run_once(block_ms=10)
+    serving = first_answers(generator, images)
+    bad = make_adapter(tmp_path / "bad", "2",
+                       base_name="another-model" if spoil == "other-base" else "tiny-llava",
+                       hidden=128 if spoil == "wrong-shapes" else 64)
+    if spoil == "corrupt":
+        weights = bad / "adapter_model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-5] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif spoil == "pickle":
+        (bad / "adapter_model.bin").write_bytes(b"not welcome")
+    elif spoil == "no-manifest":
+        (bad / "manifest.json").unlink()
+    done = generator.request_adapter(str(bad))
+    generator.run_once(block_ms=10)
+    with pytest.raises(AdapterError, match=message):
+        done.result(timeout=1)
+    assert generator.adapter_version == slot.version == "1"
+    assert first_answers(generator, images) == serving
