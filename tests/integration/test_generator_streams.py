@@ -15,7 +15,7 @@ from csr.records import PreferenceRecord
 from services.generator.engine import VLMEngine
 from services.generator.service import GeneratorLoop
 from services.generator.streams import PromptStreams, WorkItem, load_prompt_set
-from services.generator.tiny import build_tiny_llava, teach_sentences
+from services.generator.tiny import build_tiny_llava, make_random_adapter, teach_sentences
 from services.reward.client import RewardClient
 
 CONFIG = replace(CSRConfig(), search=SearchConfig(num_beams=4, num_beam_groups=2,
@@ -107,21 +107,7 @@ def test_a_crashed_generator_loses_no_prompt_and_repeats_no_pair(world):
 
 def make_adapter(directory, version: str, base_name: str = "tiny-llava", seed: int = 5,
                  hidden: int = 64):
-    """A LoRA adapter on the language model's linear layers, with random (non-zero) weights,
-    saved in PEFT format with the publisher's manifest."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
-    from services.generator.adapters import write_manifest
-
-    model, _ = build_tiny_llava(seed=2, hidden=hidden)
-    torch.manual_seed(seed)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
-                                                  target_modules=LANGUAGE_MODEL_LINEAR_LAYERS))
-    peft_model.save_pretrained(str(directory))
-    write_manifest(directory, version, base_name)
-    return directory
+    return make_random_adapter(directory, version, base_name, seed, hidden)
 
 
 def first_answers(generator, world_images, prompt_ids=("0000",)):
@@ -192,3 +178,50 @@ def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path,
         done.result(timeout=1)
     assert generator.adapter_version == slot.version == "1"
     assert first_answers(generator, images) == serving
+
+
+def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path):
+    import threading
+
+    import grpc
+
+    from csr.v1 import generator_pb2, generator_pb2_grpc
+    from services.generator.adapters import AdapterSlot
+    from services.generator.admin import AdapterSubscriber, announce_adapter, create_server
+
+    redis, prompt_set, images, client, engine = world
+    model, processor = build_tiny_llava(seed=2)
+    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
+                              client.relevance, CONFIG, str(images), "g",
+                              slot=AdapterSlot(model, "tiny-llava"))
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            generator.run_once(block_ms=20)
+
+    runner = threading.Thread(target=serve)
+    runner.start()
+    server, port = create_server(generator, "127.0.0.1", 0, swap_timeout=10)
+    server.start()
+    subscriber = AdapterSubscriber(redis, generator).start()
+    try:
+        admin = generator_pb2_grpc.GeneratorAdminStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        answer = admin.LoadAdapter(generator_pb2.LoadAdapterRequest(
+            path=str(make_adapter(tmp_path / "v1", "1"))))
+        assert answer.version == "1" and 0 < answer.swap_seconds < 10
+        assert admin.Status(generator_pb2.StatusRequest()).adapter_version == "1"
+        with pytest.raises(grpc.RpcError) as info:
+            admin.LoadAdapter(generator_pb2.LoadAdapterRequest(path=str(tmp_path / "missing")))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "is not a directory" in info.value.details()
+        assert announce_adapter(redis, str(make_adapter(tmp_path / "v2", "2")), "2") == 1
+        deadline = time.monotonic() + 10
+        while generator.adapter_version != "2":
+            assert time.monotonic() < deadline, "the announced adapter was never loaded"
+            time.sleep(0.05)
+    finally:
+        subscriber.stop()
+        server.stop(0)
+        stop.set()
+        runner.join(10)
