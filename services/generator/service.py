@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,6 +20,7 @@ from PIL import Image
 from csr.config import CSRConfig
 from csr.search import Relevance, SearchRequest
 from csr.selection import NoPair
+from services.reward.client import RewardServiceError
 from services.generator.adapters import AdapterError, AdapterSlot
 from services.generator.engine import VLMEngine
 from services.generator.pipeline import search_prompts
@@ -35,12 +37,15 @@ def load_rgb(path: str) -> Image.Image:
 class GeneratorLoop:
     def __init__(self, streams: PromptStreams, engine: VLMEngine, relevance: Relevance,
                  config: CSRConfig, image_root: str, consumer: str, batch_size: int = 8,
-                 adapter_version: str = "base", slot: AdapterSlot | None = None):
+                 adapter_version: str = "base", slot: AdapterSlot | None = None,
+                 reward_probe=None, retry_after_s: float = 2.0):
         self.streams, self.engine, self.relevance, self.config = streams, engine, relevance, config
         self.image_root, self.consumer, self.batch_size = Path(image_root), consumer, batch_size
         self.adapter_version = adapter_version
         self.published = self.repeats = self.no_pairs = 0
         self.slot = slot
+        self.reward_probe, self.retry_after_s = reward_probe, retry_after_s
+        self.healthy = True
         self._swaps: list[tuple[str, str | None, Future]] = []
         self._swaps_lock = threading.Lock()
 
@@ -71,13 +76,32 @@ class GeneratorLoop:
         """Claim up to batch_size prompts, search them together, publish; returns how many.
         A requested adapter swap happens first, so no prompt sees two adapters."""
         self._apply_swaps()
+        if not self.healthy and not self._reward_is_back():
+            time.sleep(self.retry_after_s)
+            return 0
         items = self.streams.claim(self.consumer, self.batch_size, block_ms)
         by_iteration: dict[int, list[WorkItem]] = defaultdict(list)
         for item in items:
             by_iteration[item.iteration].append(item)
-        for iteration, group in sorted(by_iteration.items()):
-            self._search_and_publish(iteration, group)
+        try:
+            for iteration, group in sorted(by_iteration.items()):
+                self._search_and_publish(iteration, group)
+        except RewardServiceError as e:
+            # Nothing of this batch was acknowledged: it stays pending and is claimed again.
+            self.healthy = False
+            logger.error("reward service unavailable, taking no prompts until it is back: %s", e)
+            return 0
         return len(items)
+
+    def _reward_is_back(self) -> bool:
+        try:
+            if self.reward_probe is not None:
+                self.reward_probe()
+        except RewardServiceError:
+            return False
+        logger.info("reward service is back; taking prompts again")
+        self.healthy = True
+        return True
 
     def _search_and_publish(self, iteration: int, items: list[WorkItem]) -> None:
         requests = [SearchRequest(item.prompt_id, item.prompt, str(self.image_root / item.image))

@@ -225,3 +225,38 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
         server.stop(0)
         stop.set()
         runner.join(10)
+
+
+def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, clip_dirs,
+                                                                        backends):
+    import socket
+
+    from services.reward.worker import BackgroundWorker
+    from tests.integration.conftest import settings
+
+    redis, prompt_set, images, _, engine = world
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reward = RewardClient(f"127.0.0.1:{port}", timeout=2, retries=1, backoff=0.01)
+    generator = GeneratorLoop(PromptStreams(redis, reclaim_after_ms=100), engine,
+                              reward.relevance, CONFIG, str(images), "g", batch_size=3,
+                              reward_probe=reward.info, retry_after_s=0.05)
+    generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
+    assert generator.run_once(block_ms=10) == 0  # no reward service: nothing done
+    assert not generator.healthy
+    assert generator.run_once(block_ms=10) == 0  # stays off the queue while it is down
+    assert generator.streams.pending() == 3 and generator.streams.pairs() == []
+    worker = BackgroundWorker(settings("open_clip", clip_dirs["open_clip"], grpc_port=port),
+                              backends["open_clip"]).start()
+    try:
+        deadline = time.monotonic() + 60
+        while generator.run_once(block_ms=10) or generator.streams.pending():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        reward.close()
+    assert generator.healthy
+    done = len(generator.streams.pairs()) + sum(generator.streams.no_pairs().values())
+    assert done == 6
