@@ -33,6 +33,26 @@ def _add_service_commands() -> None:
 
     app.add_typer(reward_app, name="reward")
     app.command("score")(score_command)
+    app.command("generate")(generate_command)
+
+
+
+def generate_command() -> None:
+    """Run one generator replica (settings from CSR_GENERATOR_* variables)."""
+    from pydantic import ValidationError
+
+    from services.generator.main import run
+    from services.generator.settings import GeneratorSettings
+
+    try:
+        settings = GeneratorSettings()
+    except ValidationError as e:
+        raise typer.BadParameter(f"bad CSR_GENERATOR_* setting: {e}") from e
+    try:
+        run(settings)
+    except RuntimeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
 
 
 _add_service_commands()

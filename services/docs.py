@@ -11,6 +11,9 @@ def settings_markdown(settings_class: type[BaseSettings]) -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in settings_class.model_fields.items():
         default = field.default
-        shown = "(unset)" if default is None else f"`{default}`"
+        if field.default_factory is not None:
+            shown = "(computed)"
+        else:
+            shown = "(unset)" if default is None else f"`{default}`"
         rows.append(f"| `{prefix}{name.upper()}` | {shown} | {field.description or ''} |")
     return "\n".join(rows)

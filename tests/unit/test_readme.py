@@ -12,5 +12,11 @@ def test_reward_settings_table_is_current():
     assert settings_markdown(RewardSettings) in README
 
 
+def test_generator_settings_table_is_current():
+    from services.generator.settings import GeneratorSettings
+
+    assert settings_markdown(GeneratorSettings) in README
+
+
 def test_readme_shows_the_two_commands():
     assert "make demo" in README and "make test" in README

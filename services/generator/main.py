@@ -1,0 +1,81 @@
+"""`csr generate`: one generator replica, from its settings to a running loop.
+
+Builds the model, engine, reward client, Redis streams, admin API and pub/sub subscriber,
+then runs the loop until SIGINT/SIGTERM (finishing the batch in hand) or, with
+exit_when_idle, until nothing is queued or pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import redis
+import torch
+
+from csr.config import CSRConfig
+from services.generator.adapters import AdapterSlot
+from services.generator.admin import AdapterSubscriber, create_server
+from services.generator.engine import VLMEngine
+from services.generator.service import GeneratorLoop
+from services.generator.settings import GeneratorSettings
+from services.generator.streams import PromptStreams, load_prompt_set
+from services.reward.client import RewardClient
+
+logger = logging.getLogger(__name__)
+
+
+def load_vlm(settings: GeneratorSettings):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        settings.dtype, torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(settings.model, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(settings.model)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"cannot load VLM {settings.model!r}: {e}. Offline, give a local "
+                           "directory with the model, its processor and chat template") from e
+    return model.to(device).eval(), processor
+
+
+def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> GeneratorLoop:
+    config = config or CSRConfig()
+    model, processor = load_vlm(settings)
+    slot = AdapterSlot(model, settings.base_name or settings.model)
+    if settings.adapter:
+        slot.load(settings.adapter)
+    client = redis.Redis.from_url(settings.redis_url)
+    streams = PromptStreams(client, settings.reclaim_after_ms)
+    if settings.prompt_set:
+        added = streams.enqueue(load_prompt_set(settings.prompt_set, settings.iteration))
+        logger.info("queued %d new prompts of iteration %d", added, settings.iteration)
+    token = settings.reward_token.get_secret_value() if settings.reward_token else None
+    reward = RewardClient(settings.reward_target, token=token)
+    loop = GeneratorLoop(streams, VLMEngine(slot.model, processor, config.search),
+                         reward.relevance, config, settings.image_root, settings.consumer,
+                         settings.batch_size, slot.version, slot, reward_probe=reward.info)
+    server, port = create_server(loop, settings.admin_host, settings.admin_port)
+    server.start()
+    subscriber = AdapterSubscriber(client, loop).start()
+    logger.info("generator %s serving (admin :%d)", settings.consumer, port)
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set():
+            done = loop.run_once(block_ms=500)
+            if settings.exit_when_idle and not done and not streams.pending() and loop.healthy:
+                break
+    finally:
+        subscriber.stop()
+        server.stop(1)
+        reward.close()
+    logger.info("generator stopped: %d pairs published, %d prompts without a pair",
+                loop.published, loop.no_pairs)
+    return loop

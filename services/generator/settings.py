@@ -1,0 +1,42 @@
+"""Deployment settings of a generator replica, read from CSR_GENERATOR_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GeneratorSettings(BaseSettings):
+    """One generator replica. Every field is set by CSR_GENERATOR_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="CSR_GENERATOR_", extra="ignore")
+
+    model: str = Field("llava-hf/llava-1.5-7b-hf",
+                       description="Hugging Face VLM name or local directory (image-text-to-text).")
+    base_name: str = Field("", description="Base-model name adapters must be trained on; "
+                           "empty means the model setting.")
+    device: str = Field("auto", description="auto (cuda if available), cpu, or cuda:N.")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the streams.")
+    reward_target: str = Field("localhost:50051", description="gRPC target of the reward "
+                               "workers, e.g. dns:///reward:50051 for all of them.")
+    reward_token: SecretStr | None = Field(None, description="Bearer token of the reward service.")
+    image_root: str = Field(".", description="Directory the prompt set's image paths are under.")
+    prompt_set: str = Field("", description="Prompt set to queue at start (authors' JSON list "
+                            "or JSONL); empty queues nothing.")
+    iteration: int = Field(1, ge=1, description="CSR iteration of the queued prompt set.")
+    consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+                          description="This replica's name in the consumer group.")
+    batch_size: int = Field(8, ge=1, description="Prompts searched together.")
+    reclaim_after_ms: int = Field(60_000, ge=1, description="Idle time after which another "
+                                  "replica's unacknowledged prompt is taken over.")
+    adapter: str = Field("", description="Adapter directory to serve from the start.")
+    admin_host: str = Field("0.0.0.0", description="Address of the admin gRPC API.")
+    admin_port: int = Field(50061, ge=0, le=65535, description="Admin gRPC port; 0 picks one.")
+    exit_when_idle: bool = Field(False, description="Stop once no prompt is queued or pending "
+                                 "(batch jobs and tests).")
