@@ -18,6 +18,7 @@ from csr.config import CSRConfig
 from services.generator.adapters import AdapterSlot
 from services.generator.admin import AdapterSubscriber, create_server
 from services.generator.engine import VLMEngine
+from services.generator.observe import serve_health
 from services.generator.service import GeneratorLoop
 from services.generator.settings import GeneratorSettings
 from services.generator.streams import PromptStreams, load_prompt_set
@@ -61,8 +62,9 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
                          settings.batch_size, slot.version, slot, reward_probe=reward.info)
     server, port = create_server(loop, settings.admin_host, settings.admin_port)
     server.start()
+    http, http_port = serve_health(loop, loop.metrics, settings.admin_host, settings.http_port)
     subscriber = AdapterSubscriber(client, loop).start()
-    logger.info("generator %s serving (admin :%d)", settings.consumer, port)
+    logger.info("generator %s serving (admin :%d, http :%d)", settings.consumer, port, http_port)
     stopping = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,6 +77,7 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
     finally:
         subscriber.stop()
         server.stop(1)
+        http.shutdown()
         reward.close()
     logger.info("generator stopped: %d pairs published, %d prompts without a pair",
                 loop.published, loop.no_pairs)

@@ -23,6 +23,7 @@ from csr.selection import NoPair
 from services.reward.client import RewardServiceError
 from services.generator.adapters import AdapterError, AdapterSlot
 from services.generator.engine import VLMEngine
+from services.generator.observe import GeneratorMetrics
 from services.generator.pipeline import search_prompts
 from services.generator.streams import PromptStreams, WorkItem
 
@@ -46,6 +47,7 @@ class GeneratorLoop:
         self.slot = slot
         self.reward_probe, self.retry_after_s = reward_probe, retry_after_s
         self.healthy = True
+        self.metrics = GeneratorMetrics()
         self._swaps: list[tuple[str, str | None, Future]] = []
         self._swaps_lock = threading.Lock()
 
@@ -106,15 +108,22 @@ class GeneratorLoop:
     def _search_and_publish(self, iteration: int, items: list[WorkItem]) -> None:
         requests = [SearchRequest(item.prompt_id, item.prompt, str(self.image_root / item.image))
                     for item in items]
-        outcomes = search_prompts(requests, self.engine, self.relevance, self.config, load_rgb,
-                                  iteration, self.adapter_version)
+        rows_before = self.engine.step_rows
+        with self.metrics.batch_seconds.time():
+            outcomes = search_prompts(requests, self.engine, self.relevance, self.config,
+                                      load_rgb, iteration, self.adapter_version)
+        self.metrics.tokens.inc(self.engine.step_rows - rows_before)
+        self.metrics.prompts.inc(len(items))
         for item, outcome in zip(items, outcomes):
             if isinstance(outcome.pair, NoPair):
                 self.no_pairs += 1
+                self.metrics.no_pair.labels(outcome.pair.reason).inc()
                 self.streams.publish(item, None, outcome.pair.reason)
             elif self.streams.publish(item, outcome.record):
                 self.published += 1
+                self.metrics.pairs.inc()
             else:
                 self.repeats += 1
+                self.metrics.repeats.inc()
                 logger.info("pair %s was published before (a redelivered prompt)",
                             outcome.record.pair_id)

@@ -38,5 +38,7 @@ class GeneratorSettings(BaseSettings):
     adapter: str = Field("", description="Adapter directory to serve from the start.")
     admin_host: str = Field("0.0.0.0", description="Address of the admin gRPC API.")
     admin_port: int = Field(50061, ge=0, le=65535, description="Admin gRPC port; 0 picks one.")
+    http_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz and /metrics port; "
+                           "0 picks one.")
     exit_when_idle: bool = Field(False, description="Stop once no prompt is queued or pending "
                                  "(batch jobs and tests).")

@@ -39,7 +39,8 @@ def test_csr_generate_turns_a_prompt_set_into_pairs_in_redis(tmp_path):
                    CSR_GENERATOR_REWARD_TARGET=worker.grpc_address,
                    CSR_GENERATOR_IMAGE_ROOT=str(images),
                    CSR_GENERATOR_PROMPT_SET=str(tmp_path / "prompts.json"),
-                   CSR_GENERATOR_ADMIN_PORT="0", CSR_GENERATOR_EXIT_WHEN_IDLE="true")
+                   CSR_GENERATOR_ADMIN_PORT="0", CSR_GENERATOR_HTTP_PORT="0",
+                   CSR_GENERATOR_EXIT_WHEN_IDLE="true")
         out = subprocess.run([sys.executable, "-m", "csr.cli", "generate"], env=env,
                              capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -247,6 +247,12 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
     assert not generator.healthy
     assert generator.run_once(block_ms=10) == 0  # stays off the queue while it is down
     assert generator.streams.pending() == 3 and generator.streams.pairs() == []
+    import httpx
+
+    from services.generator.observe import serve_health
+    http, http_port = serve_health(generator, generator.metrics, "127.0.0.1", 0)
+    health = httpx.get(f"http://127.0.0.1:{http_port}/healthz")
+    assert health.status_code == 503 and health.json()["status"] == "reward-unavailable"
     worker = BackgroundWorker(settings("open_clip", clip_dirs["open_clip"], grpc_port=port),
                               backends["open_clip"]).start()
     try:
@@ -258,5 +264,12 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
         worker.stop()
         reward.close()
     assert generator.healthy
+    assert httpx.get(f"http://127.0.0.1:{http_port}/healthz").status_code == 200
+    metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
+    assert "csr_generator_tokens_total" in metrics, metrics
+    assert "csr_generator_prompts_total 6.0" in metrics, [l for l in metrics.splitlines() if "total" in l]
+    http.shutdown()
     done = len(generator.streams.pairs()) + sum(generator.streams.no_pairs().values())
     assert done == 6
+    assert generator.metrics.prompts._value.get() == 6  # the failed batch was not counted
+    assert generator.metrics.pairs._value.get() == len(generator.streams.pairs())
