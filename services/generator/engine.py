@@ -48,6 +48,9 @@ class VLMEngine:
     """Expansion for one model; not thread-safe (one search loop drives it)."""
 
     def __init__(self, model, processor, search: SearchConfig):
+        if search.expansion == "sample":
+            raise ValueError("expansion='sample' is not implemented by the engine yet; use "
+                             "'group-beam' (the paper) or 'beam'")
         self.model, self.processor, self.search = model.eval(), processor, search
         self.tokenizer = processor.tokenizer
         self.device = next(model.parameters()).device

@@ -120,3 +120,9 @@ def test_engine_and_reference_loop_give_identical_pairs(llava, start_worker):
             assert a.record.rejected_reward == pytest.approx(b.record.rejected_reward, rel=1e-5)
     assert sum(o.record is not None for o in fast) >= 2
     assert all(r.chosen != r.rejected for r in (o.record for o in fast) if r is not None)
+
+
+def test_sampling_is_refused_until_it_is_implemented(llava):
+    model, processor = llava
+    with pytest.raises(ValueError, match="expansion='sample' is not implemented"):
+        VLMEngine(model, processor, SearchConfig(expansion="sample"))
