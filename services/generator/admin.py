@@ -74,7 +74,9 @@ class AdapterSubscriber:
     def _on_message(self, message) -> None:
         try:
             data = json.loads(message["data"])
-            pending = self.loop.request_adapter(str(data["path"]), data.get("version"))
+            version = data.get("version")
+            pending = self.loop.request_adapter(str(data["path"]),
+                                                None if version is None else str(version))
         except (ValueError, KeyError, TypeError) as e:
             logger.error("ignored a malformed adapter announcement %r: %s", message["data"], e)
             return

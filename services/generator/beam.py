@@ -82,6 +82,7 @@ def _advance_groups(active: list[tuple[int, _Group]], logprobs: torch.Tensor,
     """One step of the same group of many prefixes, batched: pick each group's next beams,
     finish those that stop, and count the chosen tokens for the groups after it."""
     size, vocab = active[0][1].size, logprobs.shape[-1]
+    # Bookkeeping stays on the CPU: the (small) log-prob rows are moved there once per step.
     rows = torch.zeros(len(active), size, dtype=torch.long)
     totals = torch.full((len(active), size), float("-inf"))
     for a, (_, group) in enumerate(active):
@@ -128,7 +129,7 @@ def diverse_beam_search(first_logprobs: torch.Tensor, step: Step, stop_ids: Coll
     size = num_beams // num_groups
     prefixes = first_logprobs.shape[0]
     groups = [[_Group(i, size, length_penalty) for _ in range(num_groups)] for i in range(prefixes)]
-    logprobs = first_logprobs.float()
+    logprobs = first_logprobs.float().cpu()
     for generated in range(1, max_new_tokens + 1):
         counts = torch.zeros(prefixes, logprobs.shape[-1])  # tokens chosen this step
         for g in range(num_groups):
@@ -141,7 +142,7 @@ def diverse_beam_search(first_logprobs: torch.Tensor, step: Step, stop_ids: Coll
         parents, tokens = _renumber(groups)
         if not parents or generated == max_new_tokens:
             break
-        logprobs = step(torch.tensor(parents), torch.tensor(tokens)).float()
+        logprobs = step(torch.tensor(parents), torch.tensor(tokens)).float().cpu()
     return [_collect(own, length_penalty, num_beams) for own in groups]
 
 

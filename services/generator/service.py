@@ -73,6 +73,10 @@ class GeneratorLoop:
             except AdapterError as e:
                 logger.error("adapter refused, still serving %s: %s", self.adapter_version, e)
                 done.set_exception(e)
+            except Exception as e:  # I/O or PEFT faults: refused too, and the loop goes on
+                logger.exception("adapter %s failed to load, still serving %s", directory,
+                                 self.adapter_version)
+                done.set_exception(AdapterError(f"adapter {directory} failed to load: {e!r}"))
 
     def run_once(self, block_ms: int = 1000) -> int:
         """Claim up to batch_size prompts, search them together, publish; returns how many.
@@ -92,6 +96,10 @@ class GeneratorLoop:
             # Nothing of this batch was acknowledged: it stays pending and is claimed again.
             self.healthy = False
             logger.error("reward service unavailable, taking no prompts until it is back: %s", e)
+            return 0
+        except Exception:  # a bad image, out of memory: this batch stays pending, the loop lives
+            logger.exception("batch of %d prompts failed; left pending for redelivery",
+                             len(items))
             return 0
         return len(items)
 

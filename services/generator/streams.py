@@ -27,6 +27,15 @@ DONE = "csr:pairs:ids"          # set of pair ids already published
 NO_PAIR = "csr:prompts:no-pair"  # hash: reason -> count
 LOADED = "csr:prompts:loaded"    # set of "iteration:prompt_id" already queued
 
+_ENQUEUE = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'prompt_id', ARGV[2], 'prompt', ARGV[3], 'image', ARGV[4],
+             'iteration', ARGV[5])
+  return 1
+end
+return 0
+"""
+
 _PUBLISH = """
 local added = 0
 if ARGV[1] ~= '' then
@@ -71,6 +80,7 @@ class PromptStreams:
     def __init__(self, client: redis.Redis, reclaim_after_ms: int = 60_000):
         self.redis, self.reclaim_after_ms = client, reclaim_after_ms
         self._publish = client.register_script(_PUBLISH)
+        self._enqueue = client.register_script(_ENQUEUE)
         try:
             client.xgroup_create(PROMPTS, GROUP, id="0", mkstream=True)
         except redis.ResponseError as e:
@@ -80,10 +90,10 @@ class PromptStreams:
     def enqueue(self, items: list[WorkItem]) -> int:
         """Queue the items not queued before for their iteration; returns how many were new."""
         added = 0
-        for item in items:
-            if self.redis.sadd(LOADED, f"{item.iteration}:{item.prompt_id}"):
-                self.redis.xadd(PROMPTS, item.fields())
-                added += 1
+        for item in items:  # marking and queuing in one atomic step: a crash loses nothing
+            added += int(self._enqueue(keys=[LOADED, PROMPTS], args=[
+                f"{item.iteration}:{item.prompt_id}", item.prompt_id, item.prompt, item.image,
+                str(item.iteration)]))
         return added
 
     def claim(self, consumer: str, count: int, block_ms: int = 1000) -> list[WorkItem]:

@@ -273,3 +273,34 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
     assert done == 6
     assert generator.metrics.prompts._value.get() == 6  # the failed batch was not counted
     assert generator.metrics.pairs._value.get() == len(generator.streams.pairs())
+
+
+def test_a_failing_batch_leaves_its_prompts_pending_and_the_loop_running(world):
+    redis, prompt_set, images, client, engine = world
+    generator = loop(redis, images, client, engine, "g")
+    generator.streams.enqueue([WorkItem("lost", "describe .", "no-such-image.png", 1)])
+    assert generator.run_once(block_ms=10) == 0
+    assert generator.streams.pending() == 1 and generator.streams.pairs() == []
+    generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
+    assert generator.run_once(block_ms=10) == 3  # the next batch is served
+
+
+def test_an_unreadable_adapter_is_refused_without_stopping_the_loop(world, tmp_path):
+    from services.generator.adapters import AdapterError, AdapterSlot
+
+    redis, prompt_set, images, client, engine = world
+    model, processor = build_tiny_llava(seed=2)
+    slot = AdapterSlot(model, "tiny-llava")
+    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
+                              client.relevance, CONFIG, str(images), "g", slot=slot)
+    adapter = make_adapter(tmp_path / "v1", "1")
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError("permission denied (simulated)")
+
+    slot.load = unreadable
+    done = generator.request_adapter(str(adapter))
+    generator.run_once(block_ms=10)
+    with pytest.raises(AdapterError, match="permission denied"):
+        done.result(timeout=1)
+    assert generator.adapter_version == "base"
