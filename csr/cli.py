@@ -39,20 +39,11 @@ def _add_service_commands() -> None:
 
 def generate_command() -> None:
     """Run one generator replica (settings from CSR_GENERATOR_* variables)."""
-    from pydantic import ValidationError
-
+    from services.entry import run_service
     from services.generator.main import run
     from services.generator.settings import GeneratorSettings
 
-    try:
-        settings = GeneratorSettings()
-    except ValidationError as e:
-        raise typer.BadParameter(f"bad CSR_GENERATOR_* setting: {e}") from e
-    try:
-        run(settings)
-    except RuntimeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    run_service(GeneratorSettings, run, fatal=(RuntimeError,))
 
 
 _add_service_commands()

@@ -14,21 +14,12 @@ reward_app = typer.Typer(help="The CLIP reward service.", no_args_is_help=True)
 @reward_app.command("serve")
 def serve_command() -> None:
     """Start one reward worker (gRPC + HTTP). Settings come from CSR_REWARD_* variables."""
-    from pydantic import ValidationError
-
+    from services.entry import run_service
     from services.reward.models import ModelLoadError
     from services.reward.settings import RewardSettings
     from services.reward.worker import serve
 
-    try:
-        settings = RewardSettings()
-    except ValidationError as e:
-        raise typer.BadParameter(f"bad CSR_REWARD_* setting: {e}") from e
-    try:
-        serve(settings)
-    except ModelLoadError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    run_service(RewardSettings, serve, fatal=(ModelLoadError,))
 
 
 @reward_app.command("config")
