@@ -2,7 +2,8 @@
 
 (a) reference: one search call per tree node with a full re-encode of image and prompt, and
 one relevance call per sentence; (b) the engine: prompts encoded once, all prefixes of all
-prompts expanded in one batched beam search, one relevance call per prompt per step. Both
+prompts expanded in one batched beam search, one round of concurrent relevance calls per
+step for all prompts (the reward worker batches them into one forward). Both
 run on a tiny random LLaVA and a real reward worker (tiny open_clip) in this process, and
 must produce the same pairs. Also prints the engine's generated tokens/s against the
 model's raw batched one-token forward at the same batch size (the limit).
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         with BackgroundWorker(settings) as worker, RewardClient(worker.grpc_address) as client:
             def relevance(image_ref, sentences):
                 return [s.relevance for s in client.score(encoded[image_ref], sentences)]
+
+            relevance.many = lambda queries: client.concurrent(lambda q: relevance(*q), queries)
 
             engine = VLMEngine(model, processor, search)
             started = time.perf_counter()

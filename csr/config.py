@@ -61,7 +61,8 @@ class SearchConfig:
         bottom 2 of 5 (`num_beams/2 - 1` and `num_beams/2`), which these defaults copy.
     num_beams / num_beam_groups / diversity_penalty: diverse group beam search per prefix
         (the paper's 5, 5, 3.0); with "beam" the groups are ignored, with "sample" num_beams
-        candidates are drawn at `temperature`.
+        candidates are drawn at `temperature`, reproducibly from `seed` (each prefix draws
+        from its own generator, so batching does not change the samples).
     sentence_end: the marker that ends a sentence; a candidate stopped by the token cap
         without it finishes its response rather than being continued mid-sentence.
     max_new_tokens: tokens per candidate sentence (the paper: 74).
@@ -77,6 +78,7 @@ class SearchConfig:
     num_beam_groups: int = 5
     diversity_penalty: float = 3.0
     temperature: float = 1.0
+    seed: int = 0
     sentence_end: str = "."
     max_new_tokens: int = 74
     max_sentences: int = 16
@@ -97,6 +99,7 @@ class SearchConfig:
                      f"num_beam_groups={self.num_beam_groups}")
         _require_finite("diversity_penalty", self.diversity_penalty, 0.0, 1e6)
         _require_finite("temperature", self.temperature, 1e-6, 1e6)
+        _require_int_at_least("seed", self.seed, 0)
         _require(isinstance(self.sentence_end, str) and self.sentence_end.strip() != ""
                  and self.sentence_end == self.sentence_end.strip(),
                  f"sentence_end={self.sentence_end!r} must be a non-blank string without "
@@ -190,6 +193,34 @@ class DPOSettings:
         _require_int_at_least("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
 
 
+SCHEDULES = ("iteration", "online")
+Schedule = Literal["iteration", "online"]
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """When the trainer updates the model, and which pairs it still accepts.
+
+    schedule: "iteration" is the paper's loop: the generators build the pairs of the whole
+        prompt set with adapter t-1, the trainer trains once on all of them, publishes adapter
+        t, and the generators start iteration t+1 on the same prompts with it. "online"
+        trains on every `online_every` pairs as they arrive, publishing a version each time;
+        the prompt set still advances an iteration when all its prompts are done.
+    max_staleness: a pair made by adapter version v is used only while the trainer's current
+        version is at most v + max_staleness; older pairs are dropped and counted (online
+        training; in the iteration schedule every pair of iteration t is made by version t-1).
+    """
+
+    schedule: Schedule = "iteration"
+    online_every: int = 64
+    max_staleness: int = 1
+
+    def __post_init__(self) -> None:
+        _require_choice("schedule", self.schedule, SCHEDULES)
+        _require_int_at_least("online_every", self.online_every, 1)
+        _require_int_at_least("max_staleness", self.max_staleness, 0)
+
+
 @dataclass(frozen=True)
 class CSRConfig:
     """Everything the method needs: T iterations of search, reward, selection and DPO."""
@@ -199,11 +230,13 @@ class CSRConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     dpo: DPOSettings = field(default_factory=DPOSettings)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
         _require_int_at_least("iterations", self.iterations, 1)
         for name, kind in (("search", SearchConfig), ("reward", RewardConfig),
-                           ("selection", SelectionConfig), ("dpo", DPOSettings)):
+                           ("selection", SelectionConfig), ("dpo", DPOSettings),
+                           ("schedule", ScheduleConfig)):
             _require(isinstance(getattr(self, name), kind),
                      f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
 

@@ -7,7 +7,9 @@ lockstep, so one `expand` call per step covers every live prefix of every prompt
 Does not know: tokens, models, KV caches, images, CLIP, or the network. `expand` turns
 prefixes into candidate next sentences (a model step, or a fake in tests) and may carry an
 opaque `state` on each candidate that it gets back on the prefix next step; `relevance`
-returns R_I for sentences of one image (a reward-service call, or a fake).
+returns R_I for sentences of one image (a reward-service call, or a fake). A relevance that
+also has a `many(queries)` method gets every prompt's sentences of a step in one call, so a
+reward client can send them together (the reward service batches them into one forward).
 
 Modes (SearchConfig.mode):
 - "paper": every step's candidates get R_I at once; prefixes survive by the cumulative merit
@@ -124,6 +126,7 @@ class SearchResult:
 
 Expand = Callable[[Sequence[Prefix]], Sequence[Sequence[Candidate]]]
 Relevance = Callable[[str, Sequence[str]], Sequence[float]]
+RelevanceQuery = tuple[str, Sequence[str]]  # (image_ref, sentences)
 
 
 def response_text(sentences: Sequence[ScoredSentence]) -> str:
@@ -154,11 +157,28 @@ def _check_candidate(candidate: Any, where: str) -> None:
                 "log-probs must be finite numbers <= 0 (pass log-softmax outputs, not logits)")
 
 
-def fetch_relevance(relevance: Relevance, image_ref: str, sentences: Sequence[str]) -> list[float]:
-    """Call `relevance` once and check what it returns: one finite R_I >= 0 per sentence."""
-    if not sentences:
-        return []
-    scores = list(relevance(image_ref, list(sentences)))
+def fetch_relevance_many(relevance: Relevance,
+                         queries: Sequence[RelevanceQuery]) -> list[list[float]]:
+    """R_I for several images' sentences: one `relevance.many` call when it has one, else one
+    `relevance` call per image with sentences; every answer is checked."""
+    asked = [(ref, list(sentences)) for ref, sentences in queries if sentences]
+    many = getattr(relevance, "many", None)
+    if not asked:
+        answers = []
+    elif many is not None:
+        answers = list(many(asked))
+        if len(answers) != len(asked):
+            raise RelevanceError(f"relevance.many returned {len(answers)} answers for "
+                                 f"{len(asked)} queries")
+    else:
+        answers = [relevance(ref, sentences) for ref, sentences in asked]
+    checked = iter([_checked(ref, sentences, scores)
+                    for (ref, sentences), scores in zip(asked, answers)])
+    return [next(checked) if sentences else [] for _, sentences in queries]
+
+
+def _checked(image_ref: str, sentences: list[str], scores: Sequence[Any]) -> list[float]:
+    scores = list(scores)
     if len(scores) != len(sentences):
         raise RelevanceError(
             f"relevance returned {len(scores)} scores for {len(sentences)} sentences of "
@@ -183,17 +203,24 @@ class _PromptSearch:
         self.relevance_memo: dict[str, float] = {}
         self.kept_per_step: list[tuple[str, ...]] = []
         self.expansions = 0
+        self._pending: list[tuple[Prefix, list[Candidate]]] = []
 
-    def advance(self, expanded: Sequence[tuple[Prefix, Sequence[Candidate]]],
-                relevance: Relevance) -> None:
-        """One step: score the candidates of every live prefix and keep the extremes."""
+    def clean(self, expanded: Sequence[tuple[Prefix, Sequence[Candidate]]]) -> list[str]:
+        """First half of a step: drop empty and duplicate candidates, finish prefixes that
+        end; returns the sentences that still need R_I (paper mode) for `advance`."""
         self.expansions += len(expanded)
-        groups = [(prefix, self._clean(prefix, candidates)) for prefix, candidates in expanded]
-        if self.search.mode == "paper":
-            self._remember_relevance(
-                [c.text.strip() for _, kept in groups for c in kept], relevance)
+        self._pending = [(prefix, self._clean(prefix, candidates))
+                         for prefix, candidates in expanded]
+        if self.search.mode != "paper":
+            return []
+        sentences = (c.text.strip() for _, kept in self._pending for c in kept)
+        return list(dict.fromkeys(s for s in sentences if s not in self.relevance_memo))
+
+    def advance(self, relevance_scores: Sequence[tuple[str, float]] = ()) -> None:
+        """Second half: remember the R_I asked for by `clean`, score, keep the extremes."""
+        self.relevance_memo.update(relevance_scores)
         children: list[Prefix] = []
-        for prefix, kept in groups:
+        for prefix, kept in self._pending:
             for candidate, scored in zip(kept, self._score_group(kept)):
                 path = prefix.sentences + (scored,)
                 reason = self._finish_reason(candidate, path)
@@ -201,6 +228,7 @@ class _PromptSearch:
                     children.append(Prefix(self.request, path, candidate.state))
                 else:
                     self.finished.append(FinishedPath(path, reason))
+        self._pending = []
         self.live = self._keep_extremes(children)
         self.kept_per_step.append(tuple(p.text for p in self.live))
 
@@ -260,15 +288,16 @@ class _PromptSearch:
         chosen = order[:top] + (order[len(order) - bottom:] if bottom else [])
         return [children[i] for i in chosen]
 
-    def _remember_relevance(self, sentences: Sequence[str], relevance: Relevance) -> None:
-        missing = list(dict.fromkeys(s for s in sentences if s not in self.relevance_memo))
-        scores = fetch_relevance(relevance, self.request.image_ref, missing)
-        self.relevance_memo.update(zip(missing, scores))
-
-    def rescore_finished(self, relevance: Relevance) -> None:
-        """authors-code: R_I for every sibling group on a finished path, then merits."""
+    def unscored_finished(self) -> list[str]:
+        """authors-code: every sentence of a sibling group on a finished path lacking R_I."""
         used = sorted({s.group for path in self.finished for s in path.sentences})
-        self._remember_relevance([text for g in used for text, _ in self.groups[g]], relevance)
+        sentences = (text for g in used for text, _ in self.groups[g])
+        return list(dict.fromkeys(s for s in sentences if s not in self.relevance_memo))
+
+    def rescore_finished(self, relevance_scores: Sequence[tuple[str, float]]) -> None:
+        """authors-code: R_I for every sibling group on a finished path, then merits."""
+        self.relevance_memo.update(relevance_scores)
+        used = sorted({s.group for path in self.finished for s in path.sentences})
         merits: dict[int, list[float]] = {}
         for g in used:
             r_t = [value for _, value in self.groups[g]]
@@ -290,7 +319,8 @@ class _PromptSearch:
 def run_search(requests: Sequence[SearchRequest], expand: Expand, relevance: Relevance,
                search: SearchConfig, reward: RewardConfig,
                selection: SelectionConfig) -> list[SearchResult]:
-    """Search every request to the end, one `expand` call per step for all live prefixes."""
+    """Search every request to the end: per step, one `expand` call for all live prefixes
+    and one round of relevance for all prompts' new sentences."""
     states = [_PromptSearch(request, search, reward, selection) for request in requests]
     while True:
         active = [state for state in states if state.live]
@@ -301,15 +331,25 @@ def run_search(requests: Sequence[SearchRequest], expand: Expand, relevance: Rel
         if len(expansions) != len(prefixes):
             raise ExpansionError(
                 f"expand returned {len(expansions)} candidate lists for {len(prefixes)} prefixes")
-        cursor = 0
+        cursor, needed = 0, []
         for state in active:
             own = list(zip(state.live, expansions[cursor:cursor + len(state.live)]))
             cursor += len(state.live)
             for prefix, candidates in own:
                 for c, candidate in enumerate(candidates):
                     _check_candidate(candidate, f"candidate {c} of prefix {prefix.text!r}")
-            state.advance(own, relevance)
+            needed.append(state.clean(own))
+        for state, scores in zip(active, _score_all(relevance, active, needed)):
+            state.advance(scores)
     if search.mode == "authors-code":
-        for state in states:
-            state.rescore_finished(relevance)
+        needed = [state.unscored_finished() for state in states]
+        for state, scores in zip(states, _score_all(relevance, states, needed)):
+            state.rescore_finished(scores)
     return [state.result() for state in states]
+
+
+def _score_all(relevance: Relevance, states: Sequence[_PromptSearch],
+               needed: Sequence[list[str]]) -> list[list[tuple[str, float]]]:
+    queries = [(state.request.image_ref, sentences) for state, sentences in zip(states, needed)]
+    answers = fetch_relevance_many(relevance, queries)
+    return [list(zip(sentences, scores)) for sentences, scores in zip(needed, answers)]

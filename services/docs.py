@@ -17,3 +17,35 @@ def settings_markdown(settings_class: type[BaseSettings]) -> str:
             shown = "(unset)" if default is None else f"`{default}`"
         rows.append(f"| `{prefix}{name.upper()}` | {shown} | {field.description or ''} |")
     return "\n".join(rows)
+
+
+def replace_table(readme: str, settings_class: type[BaseSettings]) -> str:
+    """The README with the settings table of settings_class regenerated in place: the table
+    whose rows name its environment prefix, or appended at the end if there is none yet."""
+    prefix = settings_class.model_config.get("env_prefix", "")
+    lines = readme.split("\n")
+    rows = [i for i, line in enumerate(lines) if line.startswith(f"| `{prefix}")]
+    fresh = settings_markdown(settings_class)
+    if not rows:
+        return readme.rstrip("\n") + "\n\n" + fresh + "\n"
+    start, end = rows[0] - 2, rows[-1] + 1  # the header and separator rows come first
+    return "\n".join(lines[:start] + [fresh] + lines[end:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m services.docs README.md: regenerate every service's settings table."""
+    import sys
+    from pathlib import Path
+
+    from services.generator.settings import GeneratorSettings
+    from services.reward.settings import RewardSettings
+
+    path = Path((argv if argv is not None else sys.argv[1:])[0])
+    text = path.read_text()
+    for settings_class in (RewardSettings, GeneratorSettings):
+        text = replace_table(text, settings_class)
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,13 +23,15 @@ from transformers import DynamicCache
 from csr.config import SearchConfig
 from csr.search import Candidate, Prefix
 from services.generator.beam import Hypothesis, diverse_beam_search
+from services.generator.sampling import prefix_generator, sample_sentences
 
 
 @dataclass
 class _PromptCache:
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # (1, heads, length, dim) per layer
     next_logprobs: torch.Tensor  # (vocab,)
-    length: int
+    length: int  # cache positions
+    next_position: int  # position id of the first generated token (M-RoPE models: < length)
 
 
 def stop_token_ids(tokenizer, marker: str) -> set[int]:
@@ -48,9 +50,6 @@ class VLMEngine:
     """Expansion for one model; not thread-safe (one search loop drives it)."""
 
     def __init__(self, model, processor, search: SearchConfig):
-        if search.expansion == "sample":
-            raise ValueError("expansion='sample' is not implemented by the engine yet; use "
-                             "'group-beam' (the paper) or 'beam'")
         self.model, self.processor, self.search = model.eval(), processor, search
         self.tokenizer = processor.tokenizer
         self.device = next(model.parameters()).device
@@ -59,6 +58,8 @@ class VLMEngine:
         banned = set(self.tokenizer.all_special_ids) - self.eos_ids
         self._banned = torch.tensor(sorted(banned), dtype=torch.long)
         self._prompts: dict[str, _PromptCache] = {}
+        # Qwen2-VL-style models keep the offset between cache length and text position here
+        self._rope_holder = next((m for m in model.modules() if hasattr(m, "rope_deltas")), None)
         self.forwards = 0  # model forward calls, for benchmarks
         self.step_rows = 0  # beam rows advanced by one token, summed over steps
 
@@ -81,8 +82,11 @@ class VLMEngine:
         self.forwards += 1
         cache = out.past_key_values
         layers = [(layer.keys, layer.values) for layer in cache.layers]
+        length = int(inputs["input_ids"].shape[1])
+        delta = getattr(self._rope_holder, "rope_deltas", None)
+        offset = int(delta.reshape(-1)[0]) if delta is not None else 0
         self._prompts[prompt_id] = _PromptCache(layers, self._logprobs(out.logits[0, -1]),
-                                                int(inputs["input_ids"].shape[1]))
+                                                length, length + offset)
 
     def release(self, prompt_id: str) -> None:
         self._prompts.pop(prompt_id, None)
@@ -95,12 +99,20 @@ class VLMEngine:
         prompts = [self._prompt(p.request.prompt_id) for p in prefixes]
         with torch.inference_mode():
             first, stepper = self._start(prompts, generated)
-            s = self.search
-            groups = s.num_beam_groups if s.expansion == "group-beam" else 1
-            penalty = s.diversity_penalty if s.expansion == "group-beam" else 0.0
-            hypotheses = diverse_beam_search(first, stepper, self.stop_ids, s.num_beams, groups,
-                                             penalty, s.max_new_tokens)
+            hypotheses = self._search(first, stepper, prefixes, generated)
         return [[self._candidate(g, h) for h in hyps] for g, hyps in zip(generated, hypotheses)]
+
+    def _search(self, first, stepper, prefixes, generated) -> list[list[Hypothesis]]:
+        s = self.search
+        if s.expansion == "sample":
+            generators = [prefix_generator(s.seed, f"{p.request.prompt_id}:{g}")
+                          for p, g in zip(prefixes, generated)]
+            return sample_sentences(first, stepper, self.stop_ids, s.num_beams,
+                                    s.max_new_tokens, s.temperature, generators)
+        groups = s.num_beam_groups if s.expansion == "group-beam" else 1
+        penalty = s.diversity_penalty if s.expansion == "group-beam" else 0.0
+        return diverse_beam_search(first, stepper, self.stop_ids, s.num_beams, groups, penalty,
+                                   s.max_new_tokens)
 
     def _prompt(self, prompt_id: str) -> _PromptCache:
         try:
@@ -123,7 +135,7 @@ class VLMEngine:
         for row, (p, g) in enumerate(zip(prompts, generated)):
             mask[row, width - p.length:width] = 1
             mask[row, width + longest - len(g):] = 1
-            positions[row] = p.length + len(g)
+            positions[row] = p.next_position + len(g)
         first = torch.stack([p.next_logprobs for p in prompts])
         if longest:
             first = self._feed_generated(cache, mask, prompts, generated, longest, first)
@@ -136,7 +148,8 @@ class VLMEngine:
         for row, (p, g) in enumerate(zip(prompts, generated)):
             if g:
                 ids[row, longest - len(g):] = torch.tensor(g)
-                pos[row, longest - len(g):] = torch.arange(p.length, p.length + len(g))
+                pos[row, longest - len(g):] = torch.arange(p.next_position,
+                                                           p.next_position + len(g))
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                          past_key_values=cache, use_cache=True)
         self.forwards += 1

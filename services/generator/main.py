@@ -7,12 +7,16 @@ exit_when_idle, until nothing is queued or pending.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 
 import redis
 import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 
 from csr.config import CSRConfig
 from services.generator.adapters import AdapterSlot
@@ -44,6 +48,27 @@ def load_vlm(settings: GeneratorSettings):
     return model.to(device).eval(), processor
 
 
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, streams: PromptStreams):
+    """A rich progress bar of prompts finished (by every replica) over prompts queued; yields
+    the function that refreshes it. Drawn only on a terminal."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda: None
+        return
+    columns = (TextColumn("prompts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("prompts", total=None)
+
+        def update() -> None:
+            finished, queued = streams.progress()
+            progress.update(task, completed=finished, total=queued)
+
+        update()
+        yield update
+
+
 def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> GeneratorLoop:
     config = config or CSRConfig()
     model, processor = load_vlm(settings)
@@ -51,7 +76,7 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
     if settings.adapter:
         slot.load(settings.adapter)
     client = redis.Redis.from_url(settings.redis_url)
-    streams = PromptStreams(client, settings.reclaim_after_ms)
+    streams = PromptStreams(client, settings.reclaim_after_ms, settings.max_deliveries)
     if settings.prompt_set:
         added = streams.enqueue(load_prompt_set(settings.prompt_set, settings.iteration))
         logger.info("queued %d new prompts of iteration %d", added, settings.iteration)
@@ -70,10 +95,12 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
     try:
-        while not stopping.is_set():
-            done = loop.run_once(block_ms=500)
-            if settings.exit_when_idle and not done and not streams.pending() and loop.healthy:
-                break
+        with _progress_bar(settings.progress, streams) as update:
+            while not stopping.is_set():
+                done = loop.run_once(block_ms=500)
+                update()
+                if settings.exit_when_idle and not done and not streams.pending() and loop.healthy:
+                    break
     finally:
         subscriber.stop()
         server.stop(1)

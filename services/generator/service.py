@@ -3,7 +3,9 @@
 Owns the order of operations that makes a crash safe: an item is acknowledged only together
 with its published record (csr.streams.PromptStreams.publish), after the search finished. If
 the search fails (the reward service is down, say), nothing is acknowledged: the items stay
-pending and are claimed again later, by this replica or another.
+pending and are claimed again later, by this replica or another. A prompt whose image cannot
+be read is failed on its own (PromptStreams.fail) so it does not hold back its batch, and
+while a batch runs its items' claims are kept alive so no other replica takes them over.
 """
 
 from __future__ import annotations
@@ -114,24 +116,68 @@ class GeneratorLoop:
         return True
 
     def _search_and_publish(self, iteration: int, items: list[WorkItem]) -> None:
-        requests = [SearchRequest(item.prompt_id, item.prompt, str(self.image_root / item.image))
-                    for item in items]
-        rows_before = self.engine.step_rows
-        with self.metrics.batch_seconds.time():
-            outcomes = search_prompts(requests, self.engine, self.relevance, self.config,
-                                      load_rgb, iteration, self.adapter_version)
-        self.metrics.tokens.inc(self.engine.step_rows - rows_before)
-        self.metrics.prompts.inc(len(items))
-        for item, outcome in zip(items, outcomes):
-            if isinstance(outcome.pair, NoPair):
+        images = {}
+        ready = []
+        for item in items:
+            path = str(self.image_root / item.image)
+            try:
+                images[path] = load_rgb(path)
+                ready.append(item)
+            except (OSError, ValueError) as e:  # missing, unreadable, not an image
+                logger.error("prompt %s: cannot read image %s (%s); failed", item.prompt_id,
+                             path, e)
+                self.streams.fail(item, f"cannot read image {path}: {e}")
                 self.no_pairs += 1
-                self.metrics.no_pair.labels(outcome.pair.reason).inc()
-                self.streams.publish(item, None, outcome.pair.reason)
-            elif self.streams.publish(item, outcome.record):
-                self.published += 1
-                self.metrics.pairs.inc()
-            else:
-                self.repeats += 1
-                self.metrics.repeats.inc()
-                logger.info("pair %s was published before (a redelivered prompt)",
-                            outcome.record.pair_id)
+                self.metrics.no_pair.labels("failed").inc()
+        if not ready:
+            return
+        requests = [SearchRequest(item.prompt_id, item.prompt, str(self.image_root / item.image))
+                    for item in ready]
+        rows_before = self.engine.step_rows
+        with self.metrics.batch_seconds.time(), _KeepAlive(self.streams, self.consumer, ready):
+            outcomes = search_prompts(requests, self.engine, self.relevance, self.config,
+                                      images.__getitem__, iteration, self.adapter_version)
+        self.metrics.tokens.inc(self.engine.step_rows - rows_before)
+        self.metrics.prompts.inc(len(ready))
+        for item, outcome in zip(ready, outcomes):
+            self._publish(item, outcome)
+
+    def _publish(self, item: WorkItem, outcome) -> None:
+        if isinstance(outcome.pair, NoPair):
+            self.no_pairs += 1
+            self.metrics.no_pair.labels(outcome.pair.reason).inc()
+            self.streams.publish(item, None, outcome.pair.reason)
+        elif self.streams.publish(item, outcome.record):
+            self.published += 1
+            self.metrics.pairs.inc()
+        else:
+            self.repeats += 1
+            self.metrics.repeats.inc()
+            logger.info("prompt %s of iteration %d was published before (redelivered)",
+                        item.prompt_id, outcome.record.iteration)
+
+
+class _KeepAlive:
+    """While a batch runs, reset its items' idle time every third of reclaim_after_ms."""
+
+    def __init__(self, streams: PromptStreams, consumer: str, items: list[WorkItem]):
+        self.streams, self.consumer, self.items = streams, consumer, items
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-keep-alive", daemon=True)
+
+    def _run(self) -> None:
+        interval = max(self.streams.reclaim_after_ms / 3000, 0.01)
+        while not self._stop.wait(interval):
+            try:
+                self.streams.keep_alive(self.consumer, self.items)
+            except Exception:  # Redis away for a moment: the next beat tries again
+                logger.warning("could not refresh the claims of the running batch",
+                               exc_info=True)
+
+    def __enter__(self) -> _KeepAlive:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -4,8 +4,13 @@ Owns the delivery guarantees. Prompts are entries of a stream read through a con
 so several generator replicas share one prompt set, and an entry a crashed replica had taken
 is claimed again by another once it has been idle for `reclaim_after_ms`. A finished prompt's
 record is appended to the pair stream and the prompt acknowledged in one atomic step (a Lua
-script) that also remembers the pair id, so a prompt processed twice (a crash after the work,
-before the acknowledgement) never yields a second copy of its pair.
+script) that also remembers (iteration, prompt), so a prompt processed twice (a crash after
+the work, before the acknowledgement; or a slow batch reclaimed by a replica running another
+adapter) never yields a second pair for that iteration.
+
+A prompt that keeps failing (a missing or unreadable image, say) must not circle for ever:
+once delivered more than `max_deliveries` times it is acknowledged as failed, counted as a
+no-pair ("failed"), and recorded with its last error in the failed stream for a person to see.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -23,7 +29,8 @@ logger = logging.getLogger(__name__)
 PROMPTS = "csr:prompts"
 PAIRS = "csr:pairs"
 GROUP = "generators"
-DONE = "csr:pairs:ids"          # set of pair ids already published
+DONE = "csr:pairs:done"         # set of "iteration:prompt_id" whose pair is published
+FAILED = "csr:prompts:failed"    # stream of prompts given up on, with the reason
 NO_PAIR = "csr:prompts:no-pair"  # hash: reason -> count
 LOADED = "csr:prompts:loaded"    # set of "iteration:prompt_id" already queued
 
@@ -50,6 +57,16 @@ redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 return added
 """
 
+_FAIL = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'prompt_id', ARGV[3], 'iteration', ARGV[4], 'image', ARGV[5],
+             'reason', ARGV[6])
+  redis.call('HINCRBY', KEYS[3], 'failed', 1)
+  return 1
+end
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -72,15 +89,25 @@ class WorkItem:
                    _str(entry_id))
 
 
+def _pairs(fields) -> dict:
+    """A raw XAUTOCLAIM entry's flat [k1, v1, k2, v2, ...] as a dict."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2]))
+
+
 def _str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class PromptStreams:
-    def __init__(self, client: redis.Redis, reclaim_after_ms: int = 60_000):
+    def __init__(self, client: redis.Redis, reclaim_after_ms: int = 60_000,
+                 max_deliveries: int = 5):
         self.redis, self.reclaim_after_ms = client, reclaim_after_ms
+        self.max_deliveries = max_deliveries
         self._publish = client.register_script(_PUBLISH)
         self._enqueue = client.register_script(_ENQUEUE)
+        self._fail = client.register_script(_FAIL)
         try:
             client.xgroup_create(PROMPTS, GROUP, id="0", mkstream=True)
         except redis.ResponseError as e:
@@ -97,11 +124,17 @@ class PromptStreams:
         return added
 
     def claim(self, consumer: str, count: int, block_ms: int = 1000) -> list[WorkItem]:
-        """Up to `count` items: first those a silent replica left idle, then new ones."""
-        # Redis 6.2 answers [cursor, entries], 7.x adds the ids of deleted entries.
-        stale = self.redis.xautoclaim(PROMPTS, GROUP, consumer, self.reclaim_after_ms,
-                                      start_id="0-0", count=count)[1]
-        items = [WorkItem.from_entry(i, f) for i, f in stale if f]
+        """Up to `count` items: first those a silent replica left idle, then new ones. A stale
+        item delivered more than max_deliveries times is failed instead of returned."""
+        # Redis 6.2 answers [cursor, entries] and gives an entry deleted from the stream as
+        # (nil, nil) while claiming it (it stays pending unless acknowledged); 7.x drops them.
+        stale = self.redis.execute_command("XAUTOCLAIM", PROMPTS, GROUP, consumer,
+                                           self.reclaim_after_ms, "0-0", "COUNT", count)[1]
+        if any(not fields for _, fields in stale):
+            self._ack_deleted(consumer)
+        stale = [(entry_id, _pairs(fields)) for entry_id, fields in stale if fields]
+        items = [item for item in (WorkItem.from_entry(i, f) for i, f in stale if f)
+                 if not self._over_delivered(item)]
         if len(items) < count:
             answer = self.redis.xreadgroup(GROUP, consumer, {PROMPTS: ">"},
                                            count=count - len(items), block=block_ms)
@@ -109,17 +142,56 @@ class PromptStreams:
                 items.extend(WorkItem.from_entry(i, f) for i, f in entries)
         return items
 
+    def _ack_deleted(self, consumer: str) -> None:
+        """Acknowledge the entries this consumer holds that no longer exist in the stream."""
+        held = self.redis.xpending_range(PROMPTS, GROUP, "-", "+", 1000, consumername=consumer)
+        gone = [h["message_id"] for h in held
+                if not self.redis.xrange(PROMPTS, h["message_id"], h["message_id"])]
+        if gone:
+            logger.warning("acknowledging %d prompts deleted from %s", len(gone), PROMPTS)
+            self.redis.xack(PROMPTS, GROUP, *gone)
+
+    def _over_delivered(self, item: WorkItem) -> bool:
+        [info] = self.redis.xpending_range(PROMPTS, GROUP, item.entry_id, item.entry_id, 1) or [
+            {"times_delivered": 0}]
+        if info["times_delivered"] <= self.max_deliveries:
+            return False
+        logger.error("prompt %s (iteration %d) was delivered %d times without finishing; "
+                     "giving up on it (see the %s stream)", item.prompt_id, item.iteration,
+                     info["times_delivered"], FAILED)
+        self.fail(item, f"delivered {info['times_delivered']} times without finishing")
+        return True
+
+    def fail(self, item: WorkItem, reason: str) -> bool:
+        """Give up on an item: acknowledge it, count a 'failed' no-pair, keep the reason in the
+        failed stream, atomically. False if it had been acknowledged already."""
+        return bool(self._fail(keys=[PROMPTS, FAILED, NO_PAIR], args=[
+            GROUP, item.entry_id, item.prompt_id, str(item.iteration), item.image, reason]))
+
+    def keep_alive(self, consumer: str, items: list[WorkItem]) -> None:
+        """Reset the idle time of items this consumer still holds, so a batch that runs longer
+        than reclaim_after_ms is not claimed by another replica while it runs."""
+        ours = [i.entry_id for i in items if self._owner(i.entry_id) == consumer]
+        if ours:
+            self.redis.xclaim(PROMPTS, GROUP, consumer, 0, ours, justid=True)
+
+    def _owner(self, entry_id: str) -> str | None:
+        found = self.redis.xpending_range(PROMPTS, GROUP, entry_id, entry_id, 1)
+        return _str(found[0]["consumer"]) if found else None
+
     def publish(self, item: WorkItem, record: PreferenceRecord | None,
                 no_pair_reason: str = "") -> bool:
         """Append the record (or count the no-pair reason) and acknowledge, atomically.
 
-        Returns False when this pair id had been published already (a repeat after a crash)."""
+        Returns False when this prompt's pair for the iteration had been published already
+        (a repeat after a crash, or by a replica that reclaimed a slow batch)."""
         if record is None:
             self._publish(keys=[PAIRS, DONE, PROMPTS, NO_PAIR],
                           args=["", no_pair_reason, GROUP, item.entry_id])
             return False
+        key = f"{record.iteration}:{record.prompt_id}"
         return bool(self._publish(keys=[PAIRS, DONE, PROMPTS, NO_PAIR],
-                                  args=[record.pair_id, record.to_json(), GROUP, item.entry_id]))
+                                  args=[key, record.to_json(), GROUP, item.entry_id]))
 
     def pending(self) -> int:
         return int(self.redis.xpending(PROMPTS, GROUP)["pending"])
@@ -131,23 +203,54 @@ class PromptStreams:
     def no_pairs(self) -> dict[str, int]:
         return {_str(k): int(v) for k, v in self.redis.hgetall(NO_PAIR).items()}
 
+    def failed(self) -> list[dict[str, str]]:
+        return [{_str(k): _str(v) for k, v in f.items()} for _, f in self.redis.xrange(FAILED)]
+
+    def progress(self) -> tuple[int, int]:
+        """(prompts finished, prompts queued) over all iterations and replicas."""
+        finished = self.redis.scard(DONE) + sum(self.no_pairs().values())
+        return int(finished), int(self.redis.scard(LOADED))
+
 
 def load_prompt_set(path: str, iteration: int) -> list[WorkItem]:
-    """The authors' format (a JSON list of {id, image, input}) or JSONL of the same objects.
+    """The authors' format (a JSON list of {id, image, input}), JSONL of the same objects, or
+    a Hugging Face `datasets` folder (`save_to_disk`) with those columns.
 
     `<image>` markers in `input` are removed: the chat template places the image."""
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    try:
-        rows = json.loads(text) if text.lstrip().startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise ValueError(f"prompt set {path} is neither a JSON list nor JSONL: {e}") from e
+    rows = _read_rows(path)
     items = []
     for n, row in enumerate(rows):
         missing = {"id", "image", "input"} - set(row) if isinstance(row, dict) else {"object"}
         if missing:
             raise ValueError(f"prompt set {path}, entry {n}: missing {', '.join(sorted(missing))}")
+        if not isinstance(row["image"], str):
+            raise ValueError(f"prompt set {path}, entry {n}: image must be a path under the "
+                             f"image root, not {type(row['image']).__name__} (images are never "
+                             "copied into Redis)")
         prompt = str(row["input"]).replace("<image>", "").strip()
-        items.append(WorkItem(str(row["id"]), prompt, str(row["image"]), iteration))
+        items.append(WorkItem(str(row["id"]), prompt, row["image"], iteration))
     return items
+
+
+def _read_rows(path: str) -> list:
+    if Path(path).is_dir():
+        try:
+            from datasets import load_from_disk
+
+            dataset = load_from_disk(path)
+        except (ImportError, FileNotFoundError, ValueError) as e:
+            raise ValueError(f"prompt set {path} is a folder but not a saved Hugging Face "
+                             f"dataset (datasets.save_to_disk): {e}") from e
+        if hasattr(dataset, "keys"):  # a DatasetDict: one split is a prompt set
+            if len(dataset) != 1:
+                raise ValueError(f"prompt set {path} has splits {sorted(dataset)}; save the "
+                                 "one split to use")
+            dataset = next(iter(dataset.values()))
+        return list(dataset)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        return json.loads(text) if text.lstrip().startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise ValueError(f"prompt set {path} is neither a JSON list nor JSONL: {e}") from e

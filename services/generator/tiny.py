@@ -99,16 +99,16 @@ def teach_sentences(model, processor, steps: int = 60, seed: int = 0, lr: float 
 
 
 def make_random_adapter(directory, version: str, base_name: str = "tiny-llava", seed: int = 5,
-                        hidden: int = 64, base_seed: int = 2):
-    """A LoRA adapter for build_tiny_llava(seed=base_seed, hidden=hidden) on the language
-    model's linear layers, with random non-zero weights, in PEFT format plus the publisher's
-    manifest (tests and benchmarks of hot-reload)."""
+                        hidden: int = 64, base_seed: int = 2, builder=None):
+    """A LoRA adapter for builder(seed=base_seed, hidden=hidden) (default build_tiny_llava) on
+    the language model's linear layers, with random non-zero weights, in PEFT format plus the
+    publisher's manifest (tests and benchmarks of hot-reload)."""
     from peft import LoraConfig, get_peft_model
 
     from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
     from services.generator.adapters import write_manifest
 
-    model, _ = build_tiny_llava(seed=base_seed, hidden=hidden)
+    model, _ = (builder or build_tiny_llava)(seed=base_seed, hidden=hidden)
     torch.manual_seed(seed)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
                                                   target_modules=LANGUAGE_MODEL_LINEAR_LAYERS))

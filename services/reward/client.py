@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -63,10 +64,23 @@ class RewardClient:
         self._sent: set[str] = set()
         self._files: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self.target = target
+        self.relevance = _Relevance(self)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._channel.close()
+
+    def concurrent(self, function, items: Sequence) -> list:
+        """function(item) for every item, at most 16 calls in flight; results in order."""
+        if len(items) <= 1:
+            return [function(item) for item in items]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(16, thread_name_prefix="reward-client")
+        return list(self._pool.map(function, items))
 
     def __enter__(self) -> RewardClient:
         return self
@@ -120,10 +134,6 @@ class RewardClient:
             self._sent.add(sha)
         return list(response.scores)
 
-    def relevance(self, image_ref: str, sentences: Sequence[str]) -> list[float]:
-        """The core's `relevance` callable: R_I for sentences about the image file image_ref."""
-        return [s.relevance for s in self.score(self._read(image_ref), sentences)]
-
     def _read(self, path: str) -> bytes:
         file = Path(path)
         try:
@@ -146,3 +156,20 @@ class RewardClient:
         except grpc.RpcError as e:
             raise RewardServiceError(f"reward service at {self.target}: {e.code().name}: "
                                      f"{e.details()}", e.code()) from e
+
+
+class _Relevance:
+    """The core's `relevance` callable for image files, with `many` for a whole search step:
+    the per-image calls go out together, so the workers batch them into one forward."""
+
+    def __init__(self, client: RewardClient):
+        self._client = client
+
+    def __call__(self, image_ref: str, sentences: Sequence[str]) -> list[float]:
+        """R_I for sentences about the image file image_ref."""
+        client = self._client
+        return [s.relevance for s in client.score(client._read(image_ref), sentences)]
+
+    def many(self, queries: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """R_I for several (image file, sentences) queries, in order."""
+        return self._client.concurrent(lambda query: self(*query), list(queries))

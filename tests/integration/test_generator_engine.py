@@ -1,4 +1,5 @@
-"""The batched, KV-cached expansion engine against a from-scratch reference on a tiny LLaVA."""
+"""The batched, KV-cached expansion engine against a from-scratch reference, on tiny random
+VLMs of both supported architectures: LLaVA (1-D positions) and Qwen2-VL (3-D M-RoPE)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from csr.search import Prefix, SearchRequest
 from services.generator.beam import diverse_beam_search
 from services.generator.engine import VLMEngine
 from services.generator.tiny import build_tiny_llava
+from services.generator.tiny_qwen import build_tiny_qwen2_vl
 
 SEARCH = SearchConfig(num_beams=4, num_beam_groups=2, diversity_penalty=1.0, max_new_tokens=6)
 
 
-@pytest.fixture(scope="module")
-def llava():
-    return build_tiny_llava(seed=3)
+@pytest.fixture(scope="module", params=["llava", "qwen2-vl"])
+def llava(request):
+    """A tiny VLM of each architecture (named llava for history: most tests began there)."""
+    if request.param == "llava":
+        return build_tiny_llava(seed=3)
+    return build_tiny_qwen2_vl(seed=3)
 
 
 def images():
@@ -32,11 +37,19 @@ class FromScratch:
         self.engine, self.rows = engine, rows  # (prompt text, image key, tokens)
 
     def logprobs(self, prompt: str, image_key: str, tokens: tuple[int, ...]) -> torch.Tensor:
-        inputs = self.engine.processor(images=images()[image_key],
-                                       text=self.engine.prompt_text(prompt), return_tensors="pt")
-        ids = torch.cat([inputs["input_ids"], torch.tensor([tokens], dtype=torch.long)], dim=1)
+        inputs = dict(self.engine.processor(images=images()[image_key],
+                                            text=self.engine.prompt_text(prompt),
+                                            return_tensors="pt"))
+        extra = torch.tensor([tokens], dtype=torch.long)
+        # The whole sequence in one forward: the model computes every position itself
+        # (for Qwen2-VL, its own 3-D rope index), independently of the engine's offsets.
+        for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+            if key in inputs:
+                tail = extra if key == "input_ids" else (
+                    torch.ones_like(extra) if key == "attention_mask" else torch.zeros_like(extra))
+                inputs[key] = torch.cat([inputs[key], tail.to(inputs[key].dtype)], dim=1)
         with torch.inference_mode():
-            logits = self.engine.model(input_ids=ids, pixel_values=inputs["pixel_values"]).logits
+            logits = self.engine.model(**inputs).logits
         return self.engine._logprobs(logits[0, -1])
 
     def first(self) -> torch.Tensor:
@@ -122,7 +135,38 @@ def test_engine_and_reference_loop_give_identical_pairs(llava, start_worker):
     assert all(r.chosen != r.rejected for r in (o.record for o in fast) if r is not None)
 
 
-def test_sampling_is_refused_until_it_is_implemented(llava):
+def test_sampling_draws_reproducibly_whatever_is_batched_with_it(llava):
     model, processor = llava
-    with pytest.raises(ValueError, match="expansion='sample' is not implemented"):
-        VLMEngine(model, processor, SearchConfig(expansion="sample"))
+    search = SearchConfig(expansion="sample", num_beams=4, max_new_tokens=6, seed=11)
+    engine = VLMEngine(model, processor, search)
+    requests = [SearchRequest("a", "describe the image .", "red"),
+                SearchRequest("b", "what is there ?", "blue")]
+    for request in requests:
+        engine.encode_prompt(request.prompt_id, request.prompt, images()[request.image_ref])
+    [alone] = engine.expand([Prefix(requests[1], (), None)])
+    both = engine.expand([Prefix(requests[0], (), None), Prefix(requests[1], (), None)])
+    assert [c.state for c in both[1]] == [c.state for c in alone]  # the same draws
+    for batched, single in zip(both[1], alone):  # batched forwards differ by float rounding
+        assert batched.token_logprobs == pytest.approx(single.token_logprobs, abs=1e-5)
+    assert len(alone) == 4 and all(lp <= 0 for c in alone for lp in c.token_logprobs)
+    other = VLMEngine(model, processor, SearchConfig(expansion="sample", num_beams=4,
+                                                     max_new_tokens=6, seed=12))
+    other.encode_prompt("b", requests[1].prompt, images()["blue"])
+    [reseeded] = other.expand([Prefix(requests[1], (), None)])
+    assert [c.state for c in reseeded] != [c.state for c in alone]
+
+
+def test_sampled_tokens_carry_the_models_own_logprobs(llava):
+    model, processor = llava
+    engine = VLMEngine(model, processor, SearchConfig(expansion="sample", num_beams=3,
+                                                      max_new_tokens=5, temperature=0.7))
+    request = SearchRequest("a", "describe the image .", "red")
+    engine.encode_prompt("a", request.prompt, images()["red"])
+    [candidates] = engine.expand([Prefix(request, (), None)])
+    reference = FromScratch(engine, [])
+    eos = processor.tokenizer.eos_token_id
+    for c in candidates:
+        tokens = c.state + ((eos,) if c.ends_response else ())
+        expected = [float(reference.logprobs(request.prompt, "red", tokens[:i])[t])
+                    for i, t in enumerate(tokens)]
+        assert list(c.token_logprobs) == pytest.approx(expected, abs=1e-4)

@@ -1,4 +1,5 @@
-"""The generator loop on a real (embedded) Redis, a tiny LLaVA and a real reward worker."""
+"""The generator loop on a real (embedded) Redis, tiny VLMs (LLaVA; Qwen2-VL) and a real
+reward worker."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from services.generator.engine import VLMEngine
 from services.generator.service import GeneratorLoop
 from services.generator.streams import PromptStreams, WorkItem, load_prompt_set
 from services.generator.tiny import build_tiny_llava, make_random_adapter, teach_sentences
+from services.generator.tiny_qwen import build_tiny_qwen2_vl
 from services.reward.client import RewardClient
 
 CONFIG = replace(CSRConfig(), search=SearchConfig(num_beams=4, num_beam_groups=2,
@@ -140,6 +142,35 @@ def test_hot_reload_changes_the_next_prompts_output_and_stamps_the_version(world
     assert {r.adapter_version for r in generator.streams.pairs()} == {"1"}
     after = first_answers(generator, images)
     assert after != before
+
+
+def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
+    """The second architecture through the whole loop: pairs in Redis, then an adapter swap."""
+    from services.generator.adapters import AdapterSlot
+
+    redis, prompt_set, images, client, _ = world
+    model, processor = build_tiny_qwen2_vl(seed=2)
+    teach_sentences(model, processor, steps=60)
+    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
+                              client.relevance, CONFIG, str(images), "q", batch_size=3,
+                              slot=AdapterSlot(model, "tiny-qwen2-vl"))
+    generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
+    while generator.run_once(block_ms=10):
+        pass
+    records = generator.streams.pairs()
+    assert len(records) + sum(generator.streams.no_pairs().values()) == 6 and len(records) >= 3
+    for record in records:
+        assert PreferenceRecord.from_json(record.to_json()) == record
+        assert record.adapter_version == "base" and record.chosen != record.rejected
+    before = first_answers(generator, images)
+    adapter = make_random_adapter(tmp_path / "q1", "1", "tiny-qwen2-vl",
+                                  builder=build_tiny_qwen2_vl)
+    done = generator.request_adapter(str(adapter))
+    generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=2))
+    generator.run_once(block_ms=10)
+    assert done.result(timeout=1) == "1"
+    assert {r.adapter_version for r in generator.streams.pairs() if r.iteration == 2} == {"1"}
+    assert first_answers(generator, images) != before
 
 
 @pytest.mark.parametrize("spoil,message", [
@@ -275,14 +306,62 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
     assert generator.metrics.pairs._value.get() == len(generator.streams.pairs())
 
 
-def test_a_failing_batch_leaves_its_prompts_pending_and_the_loop_running(world):
+def test_a_prompt_with_a_missing_image_fails_alone_and_its_batch_is_served(world):
     redis, prompt_set, images, client, engine = world
     generator = loop(redis, images, client, engine, "g")
-    generator.streams.enqueue([WorkItem("lost", "describe .", "no-such-image.png", 1)])
-    assert generator.run_once(block_ms=10) == 0
-    assert generator.streams.pending() == 1 and generator.streams.pairs() == []
-    generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
-    assert generator.run_once(block_ms=10) == 3  # the next batch is served
+    good = load_prompt_set(str(prompt_set), iteration=1)[:2]
+    generator.streams.enqueue([good[0], WorkItem("lost", "describe .", "no-such.png", 1), good[1]])
+    assert generator.run_once(block_ms=10) == 3
+    assert generator.streams.pending() == 0
+    [failed] = generator.streams.failed()
+    assert failed["prompt_id"] == "lost" and "no-such.png" in failed["reason"]
+    served = {r.prompt_id for r in generator.streams.pairs()}
+    assert len(served) + sum(generator.streams.no_pairs().values()) == 3
+    assert generator.streams.no_pairs().get("failed") == 1 and "lost" not in served
+
+
+def test_a_failing_batch_leaves_its_prompts_pending_and_the_loop_running(world):
+    redis, prompt_set, images, client, engine = world
+    broken = GeneratorLoop(PromptStreams(redis), engine, lambda image, sentences: [], CONFIG,
+                           str(images), "g", batch_size=3)  # wrong answer: RelevanceError
+    broken.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:3])
+    assert broken.run_once(block_ms=10) == 0
+    assert broken.streams.pending() == 3 and broken.streams.pairs() == []
+    healthy = loop(redis, images, client, engine, "g")
+    healthy.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
+    assert healthy.run_once(block_ms=10) == 3  # the next batch is served
+
+
+def test_a_batch_slower_than_the_reclaim_time_is_not_taken_over(world):
+    import threading
+
+    redis, prompt_set, images, client, engine = world
+
+    def slow(image_ref, sentences):
+        time.sleep(0.15)
+        return client.relevance(image_ref, sentences)
+
+    owner = GeneratorLoop(PromptStreams(redis, reclaim_after_ms=200), engine, slow, CONFIG,
+                          str(images), "owner", batch_size=2)
+    owner.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:2])
+    stolen, running = [], threading.Event()
+
+    def rival():  # a replica that takes over whatever has been idle for 200 ms
+        while not running.is_set():
+            answer = redis.xautoclaim("csr:prompts", "generators", "rival", 200,
+                                      start_id="0-0", count=2)
+            stolen.extend(entry for entry in answer[1] if entry[1])
+            time.sleep(0.02)
+    started = time.monotonic()
+    thread = threading.Thread(target=rival)
+    thread.start()
+    try:
+        assert owner.run_once(block_ms=10) == 2
+    finally:
+        running.set()
+        thread.join()
+    assert time.monotonic() - started > 0.6  # well past the 200 ms reclaim time
+    assert stolen == [] and owner.streams.pending() == 0
 
 
 def test_an_unreadable_adapter_is_refused_without_stopping_the_loop(world, tmp_path):
