@@ -34,6 +34,11 @@ def _add_service_commands() -> None:
     app.add_typer(reward_app, name="reward")
     app.command("score")(score_command)
     app.command("generate")(generate_command)
+    app.command("train")(train_command)
+    from services.stack.cli import status_command, up_command
+
+    app.command("up")(up_command)
+    app.command("status")(status_command)
 
 
 
@@ -44,6 +49,18 @@ def generate_command() -> None:
     from services.generator.settings import GeneratorSettings
 
     run_service(GeneratorSettings, run, fatal=(RuntimeError,))
+
+
+def train_command() -> None:
+    """Run the trainer (settings from CSR_TRAINER_* variables): DPO updates from the pair
+    stream, adapters published to the store, T iterations."""
+    from services.entry import run_service
+    from services.trainer.main import run
+    from services.trainer.service import NoPairsError
+    from services.trainer.settings import TrainerSettings
+    from services.trainer.store import StoreError
+
+    run_service(TrainerSettings, run, fatal=(RuntimeError, NoPairsError, StoreError))
 
 
 _add_service_commands()

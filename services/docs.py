@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from services.generator.settings import GeneratorSettings
     from services.reward.settings import RewardSettings
+    from services.trainer.settings import TrainerSettings
 
     path = Path((argv if argv is not None else sys.argv[1:])[0])
     text = path.read_text()
-    for settings_class in (RewardSettings, GeneratorSettings):
+    for settings_class in (RewardSettings, GeneratorSettings, TrainerSettings):
         text = replace_table(text, settings_class)
     path.write_text(text)
 

@@ -46,6 +46,18 @@ def stop_token_ids(tokenizer, marker: str) -> set[int]:
     return ids
 
 
+def chat_prompt(processor, prompt: str) -> str:
+    """The prompt as the model sees it: one user turn (image, then text) in the processor's
+    chat template, ready for the assistant's answer, starting with the tokenizer's BOS token
+    if it has one. Tokenize it with add_special_tokens=False, as TRL's DPO collator does, so
+    generation and training see the same tokens."""
+    messages = [{"role": "user", "content": [{"type": "image"},
+                                             {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    bos = processor.tokenizer.bos_token
+    return text if not bos or text.startswith(bos) else bos + text
+
+
 class VLMEngine:
     """Expansion for one model; not thread-safe (one search loop drives it)."""
 
@@ -69,14 +81,13 @@ class VLMEngine:
         return logprobs
 
     def prompt_text(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return chat_prompt(self.processor, prompt)
 
     @torch.inference_mode()
     def encode_prompt(self, prompt_id: str, prompt: str, image) -> None:
         """Run the image and prompt through the model once; keep the cache for the search."""
-        inputs = self.processor(images=image, text=self.prompt_text(prompt), return_tensors="pt")
+        inputs = self.processor(images=image, text=self.prompt_text(prompt), return_tensors="pt",
+                                add_special_tokens=False)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         out = self.model(**inputs, use_cache=True)
         self.forwards += 1

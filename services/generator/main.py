@@ -102,6 +102,7 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
                 if settings.exit_when_idle and not done and not streams.pending() and loop.healthy:
                     break
     finally:
+        loop.close()  # an admin call waiting for a swap gets its answer now
         subscriber.stop()
         server.stop(1)
         http.shutdown()

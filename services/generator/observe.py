@@ -6,12 +6,9 @@ down (the loop then takes none); GET /metrics is the Prometheus text format.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from services.health import serve_http
 
 
 class GeneratorMetrics:
@@ -30,28 +27,9 @@ class GeneratorMetrics:
 
 
 def serve_health(loop, metrics: GeneratorMetrics, host: str, port: int):
-    """Start the HTTP endpoint in a daemon thread; returns (server, port)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            if self.path == "/metrics":
-                body, kind, status = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
-            elif self.path == "/healthz":
-                status = 200 if loop.healthy else 503
-                body = json.dumps({"status": "ok" if loop.healthy else "reward-unavailable",
-                                   "adapter_version": loop.adapter_version}).encode()
-                kind = "application/json"
-            else:
-                body, kind, status = b'{"error": "not found"}', "application/json", 404
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):  # requests are not worth a log line each
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_address[1]
+    """Start /healthz (200, or 503 while the reward service is down) and /metrics in a daemon
+    thread; returns (server, port)."""
+    def status() -> tuple[bool, dict]:
+        return loop.healthy, {"status": "ok" if loop.healthy else "reward-unavailable",
+                              "adapter_version": loop.adapter_version}
+    return serve_http(status, metrics.registry, host, port)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -64,6 +65,15 @@ class GeneratorLoop:
             self._swaps.append((directory, version, done))
         return done
 
+    def close(self) -> None:
+        """Refuse the swaps still queued (their callers, e.g. an admin RPC, stop waiting): the
+        loop takes no more batches, so they would never happen."""
+        with self._swaps_lock:
+            swaps, self._swaps = self._swaps, []
+        for directory, _, done in swaps:
+            done.set_exception(AdapterError(f"generator stopping; adapter {directory} was not "
+                                            "loaded"))
+
     def _apply_swaps(self) -> None:
         with self._swaps_lock:
             swaps, self._swaps = self._swaps, []
@@ -88,11 +98,12 @@ class GeneratorLoop:
             time.sleep(self.retry_after_s)
             return 0
         items = self.streams.claim(self.consumer, self.batch_size, block_ms)
-        by_iteration: dict[int, list[WorkItem]] = defaultdict(list)
+        groups: dict[tuple[int, str, str], list[WorkItem]] = defaultdict(list)
         for item in items:
-            by_iteration[item.iteration].append(item)
+            groups[(item.iteration, item.adapter, item.adapter_version)].append(item)
         try:
-            for iteration, group in sorted(by_iteration.items()):
+            for (iteration, adapter, version), group in sorted(groups.items()):
+                self._serve_adapter(adapter, version)
                 self._search_and_publish(iteration, group)
         except RewardServiceError as e:
             # Nothing of this batch was acknowledged: it stays pending and is claimed again.
@@ -104,6 +115,17 @@ class GeneratorLoop:
                              len(items))
             return 0
         return len(items)
+
+    def _serve_adapter(self, adapter: str, version: str) -> None:
+        """Items may name the adapter they must be searched with (the trainer queues each
+        iteration with the adapter it just published): load it first if another is serving,
+        so no pair of the iteration comes from the wrong model, whatever the order in which
+        this replica heard the announcement and took the items."""
+        if not adapter or version == self.adapter_version:
+            return
+        done = self.request_adapter(adapter, version or None)
+        self._apply_swaps()
+        done.result(timeout=0)  # raises the AdapterError: the batch stays pending
 
     def _reward_is_back(self) -> bool:
         try:
@@ -143,6 +165,8 @@ class GeneratorLoop:
             self._publish(item, outcome)
 
     def _publish(self, item: WorkItem, outcome) -> None:
+        if outcome.record is not None:  # name the image as the prompt set does: under the root
+            outcome = replace(outcome, record=replace(outcome.record, image=item.image))
         if isinstance(outcome.pair, NoPair):
             self.no_pairs += 1
             self.metrics.no_pair.labels(outcome.pair.reason).inc()

@@ -33,11 +33,15 @@ DONE = "csr:pairs:done"         # set of "iteration:prompt_id" whose pair is pub
 FAILED = "csr:prompts:failed"    # stream of prompts given up on, with the reason
 NO_PAIR = "csr:prompts:no-pair"  # hash: reason -> count
 LOADED = "csr:prompts:loaded"    # set of "iteration:prompt_id" already queued
+QUEUED = "csr:iterations:queued"      # hash: iteration -> prompts queued
+FINISHED = "csr:iterations:finished"  # hash: iteration -> prompts acknowledged (pair,
+                                      # no-pair or failed), each counted once
 
 _ENQUEUE = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'prompt_id', ARGV[2], 'prompt', ARGV[3], 'image', ARGV[4],
-             'iteration', ARGV[5])
+             'iteration', ARGV[5], 'adapter', ARGV[6], 'adapter_version', ARGV[7])
+  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
   return 1
 end
 return 0
@@ -53,7 +57,9 @@ if ARGV[1] ~= '' then
 else
   redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
 end
-redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+if redis.call('XACK', KEYS[3], ARGV[3], ARGV[4]) == 1 then
+  redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+end
 return added
 """
 
@@ -62,6 +68,7 @@ if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'prompt_id', ARGV[3], 'iteration', ARGV[4], 'image', ARGV[5],
              'reason', ARGV[6])
   redis.call('HINCRBY', KEYS[3], 'failed', 1)
+  redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
   return 1
 end
 return 0
@@ -77,16 +84,14 @@ class WorkItem:
     image: str  # path under the shared image root
     iteration: int
     entry_id: str = ""  # the stream entry, set when claimed
-
-    def fields(self) -> dict[str, str]:
-        return {"prompt_id": self.prompt_id, "prompt": self.prompt, "image": self.image,
-                "iteration": str(self.iteration)}
+    adapter: str = ""  # adapter directory to search with ("" = whatever is serving)
+    adapter_version: str = ""  # its version, as its manifest says
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict) -> WorkItem:
         text = {_str(k): _str(v) for k, v in fields.items()}
         return cls(text["prompt_id"], text["prompt"], text["image"], int(text["iteration"]),
-                   _str(entry_id))
+                   _str(entry_id), text.get("adapter", ""), text.get("adapter_version", ""))
 
 
 def _pairs(fields) -> dict:
@@ -108,6 +113,7 @@ class PromptStreams:
         self._publish = client.register_script(_PUBLISH)
         self._enqueue = client.register_script(_ENQUEUE)
         self._fail = client.register_script(_FAIL)
+        self._replayed: set[str] = set()  # consumers whose own pending entries were re-read
         try:
             client.xgroup_create(PROMPTS, GROUP, id="0", mkstream=True)
         except redis.ResponseError as e:
@@ -118,14 +124,18 @@ class PromptStreams:
         """Queue the items not queued before for their iteration; returns how many were new."""
         added = 0
         for item in items:  # marking and queuing in one atomic step: a crash loses nothing
-            added += int(self._enqueue(keys=[LOADED, PROMPTS], args=[
+            added += int(self._enqueue(keys=[LOADED, PROMPTS, QUEUED], args=[
                 f"{item.iteration}:{item.prompt_id}", item.prompt_id, item.prompt, item.image,
-                str(item.iteration)]))
+                str(item.iteration), item.adapter, item.adapter_version]))
         return added
 
     def claim(self, consumer: str, count: int, block_ms: int = 1000) -> list[WorkItem]:
-        """Up to `count` items: first those a silent replica left idle, then new ones. A stale
-        item delivered more than max_deliveries times is failed instead of returned."""
+        """Up to `count` items: first this consumer's own unacknowledged ones (a replica
+        restarted under its old name), then those a silent replica left idle, then new ones.
+        A stale item delivered more than max_deliveries times is failed instead of returned."""
+        own = self._own_pending(consumer, count)
+        if own:
+            return own
         # Redis 6.2 answers [cursor, entries] and gives an entry deleted from the stream as
         # (nil, nil) while claiming it (it stays pending unless acknowledged); 7.x drops them.
         stale = self.redis.execute_command("XAUTOCLAIM", PROMPTS, GROUP, consumer,
@@ -141,6 +151,19 @@ class PromptStreams:
             for _, entries in answer or []:
                 items.extend(WorkItem.from_entry(i, f) for i, f in entries)
         return items
+
+    def _own_pending(self, consumer: str, count: int) -> list[WorkItem]:
+        """Once per consumer name and process: up to `count` entries it holds from a previous
+        life (any more are reclaimed as idle entries later)."""
+        if consumer in self._replayed:
+            return []
+        self._replayed.add(consumer)
+        answer = self.redis.xreadgroup(GROUP, consumer, {PROMPTS: "0"}, count=count)
+        entries = [entry for _, found in answer or [] for entry in found]
+        items = [WorkItem.from_entry(i, f) for i, f in entries if f]
+        if len(items) < len(entries):
+            self._ack_deleted(consumer)
+        return [item for item in items if not self._over_delivered(item)]
 
     def _ack_deleted(self, consumer: str) -> None:
         """Acknowledge the entries this consumer holds that no longer exist in the stream."""
@@ -165,7 +188,7 @@ class PromptStreams:
     def fail(self, item: WorkItem, reason: str) -> bool:
         """Give up on an item: acknowledge it, count a 'failed' no-pair, keep the reason in the
         failed stream, atomically. False if it had been acknowledged already."""
-        return bool(self._fail(keys=[PROMPTS, FAILED, NO_PAIR], args=[
+        return bool(self._fail(keys=[PROMPTS, FAILED, NO_PAIR, FINISHED], args=[
             GROUP, item.entry_id, item.prompt_id, str(item.iteration), item.image, reason]))
 
     def keep_alive(self, consumer: str, items: list[WorkItem]) -> None:
@@ -185,13 +208,14 @@ class PromptStreams:
 
         Returns False when this prompt's pair for the iteration had been published already
         (a repeat after a crash, or by a replica that reclaimed a slow batch)."""
+        keys = [PAIRS, DONE, PROMPTS, NO_PAIR, FINISHED]
         if record is None:
-            self._publish(keys=[PAIRS, DONE, PROMPTS, NO_PAIR],
-                          args=["", no_pair_reason, GROUP, item.entry_id])
+            self._publish(keys=keys, args=["", no_pair_reason, GROUP, item.entry_id,
+                                           str(item.iteration)])
             return False
         key = f"{record.iteration}:{record.prompt_id}"
-        return bool(self._publish(keys=[PAIRS, DONE, PROMPTS, NO_PAIR],
-                                  args=[key, record.to_json(), GROUP, item.entry_id]))
+        return bool(self._publish(keys=keys, args=[key, record.to_json(), GROUP, item.entry_id,
+                                                   str(item.iteration)]))
 
     def pending(self) -> int:
         return int(self.redis.xpending(PROMPTS, GROUP)["pending"])
@@ -205,6 +229,17 @@ class PromptStreams:
 
     def failed(self) -> list[dict[str, str]]:
         return [{_str(k): _str(v) for k, v in f.items()} for _, f in self.redis.xrange(FAILED)]
+
+    def iteration_progress(self, iteration: int) -> tuple[int, int]:
+        """(prompts finished, prompts queued) of one iteration, over every replica."""
+        finished, queued = self.redis.hmget(FINISHED, str(iteration)), self.redis.hmget(
+            QUEUED, str(iteration))
+        return int(finished[0] or 0), int(queued[0] or 0)
+
+    def items_of_iteration(self, iteration: int) -> list[WorkItem]:
+        """The work items queued for an iteration (the stream keeps acknowledged entries)."""
+        items = (WorkItem.from_entry(i, f) for i, f in self.redis.xrange(PROMPTS))
+        return [item for item in items if item.iteration == iteration]
 
     def progress(self) -> tuple[int, int]:
         """(prompts finished, prompts queued) over all iterations and replicas."""

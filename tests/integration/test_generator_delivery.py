@@ -102,3 +102,13 @@ def test_a_datasets_folder_loads_like_the_json_prompt_set(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a saved Hugging Face dataset"):
         load_prompt_set(str(tmp_path / "empty"), 2)
+
+
+def test_a_replica_restarted_under_its_name_takes_its_own_prompts_back_at_once(redis):
+    before = PromptStreams(redis, reclaim_after_ms=60_000)
+    before.enqueue([WorkItem(f"p{i}", "describe .", "x.png", 1) for i in range(3)])
+    assert len(before.claim("generator-1", 2, block_ms=1)) == 2  # then it was killed
+    after = PromptStreams(redis, reclaim_after_ms=60_000)  # the restart, long before 60 s
+    assert [i.prompt_id for i in after.claim("generator-1", 5, block_ms=1)] == ["p0", "p1"]
+    assert [i.prompt_id for i in after.claim("generator-1", 5, block_ms=1)] == ["p2"]
+    assert PromptStreams(redis).claim("generator-2", 5, block_ms=1) == []  # not someone else's

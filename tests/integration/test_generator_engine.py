@@ -39,7 +39,7 @@ class FromScratch:
     def logprobs(self, prompt: str, image_key: str, tokens: tuple[int, ...]) -> torch.Tensor:
         inputs = dict(self.engine.processor(images=images()[image_key],
                                             text=self.engine.prompt_text(prompt),
-                                            return_tensors="pt"))
+                                            return_tensors="pt", add_special_tokens=False))
         extra = torch.tensor([tokens], dtype=torch.long)
         # The whole sequence in one forward: the model computes every position itself
         # (for Qwen2-VL, its own 3-D rope index), independently of the engine's offsets.

@@ -18,5 +18,11 @@ def test_generator_settings_table_is_current():
     assert settings_markdown(GeneratorSettings) in README
 
 
+def test_trainer_settings_table_is_current():
+    from services.trainer.settings import TrainerSettings
+
+    assert settings_markdown(TrainerSettings) in README
+
+
 def test_readme_shows_the_two_commands():
     assert "make demo" in README and "make test" in README

@@ -1,0 +1,181 @@
+"""Trainer service overhead against a bare TRL DPOTrainer loop, and adapter hand-over time.
+
+(a) The same pairs, tiny LLaVA and DPO settings, trained alternately (A B A B ...) by the
+service (TrainerLoop: read from Redis, dataset, DPOTrainer with its Prometheus and TensorBoard
+callbacks, plot, atomic publication with checksums, acknowledgement) and by a bare
+DPOTrainer.train() on a ready dataset. The headline is the DPO step time (train() wall time
+per optimizer step) of the service against the bare loop; the service's fixed cost per
+update (model load, dataset, plot, publication) is printed beside it.
+(b) From "adapter published" (the announcement) to "generator serving it", for a running
+generator loop told by Redis pub/sub, and by the admin API.
+
+    .venv/bin/python bench/trainer_step.py [--pairs 16] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' toy trainer world
+
+from csr.training import dpo_example  # noqa: E402
+from services.generator.service import load_rgb  # noqa: E402
+from services.trainer.dpo import build_dataset, dpo_config, policy_model  # noqa: E402
+from tests.integration.trainer_world import CONFIG, base_model, make_world  # noqa: E402
+
+
+def bare_step_seconds(world, records, config) -> float:
+    from trl import DPOTrainer
+
+    processor = world.trainer().processor
+    examples = [dpo_example(r, processor.tokenizer.eos_token) for r in records]
+    dataset = build_dataset(examples, processor, lambda p: load_rgb(str(world.images / p)))
+    with tempfile.TemporaryDirectory() as out:
+        args = dpo_config(config.dpo, Path(out), seed=0, checkpoint_steps=0, device="cpu")
+        timer = _TrainTimer()
+        trainer = DPOTrainer(model=policy_model(base_model(), None, config.dpo), args=args,
+                             processing_class=processor, train_dataset=dataset,
+                             callbacks=[timer.callback])
+        trainer.train()
+        return timer.seconds / trainer.state.global_step
+
+
+class _TrainTimer:
+    """A TrainerCallback timing train() from its first to its last callback."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, *args, **kwargs):
+                timer.started = time.perf_counter()
+
+            def on_train_end(self, *args, **kwargs):
+                timer.seconds = time.perf_counter() - timer.started
+        self.callback = Callback()
+
+
+def service_step_seconds(root: Path, count: int, config) -> tuple[float, float]:
+    """(seconds per DPO step inside train(), fixed seconds of the rest of the update)."""
+    import services.trainer.service as service
+
+    world = make_world(root)
+    timer = _TrainTimer()
+    real = service.train_update
+    service.train_update = lambda *a, **k: real(*a, **{**k, "callbacks": [
+        *k.get("callbacks", []), timer.callback]})
+    try:
+        world.queue(count=count)
+        world.answer(count=count)
+        trainer = world.trainer(config=config, tensorboard=True)
+        started = time.perf_counter()
+        assert trainer.run_once(block_ms=1) == "published"
+        whole = time.perf_counter() - started
+        return timer.seconds / trainer.last_result.steps, whole - timer.seconds
+    finally:
+        service.train_update = real
+        world.redis.shutdown()
+
+
+def handover_seconds(root: Path) -> tuple[float, float]:
+    """(pub/sub, admin API): announcement to the generator serving the adapter."""
+    import grpc
+
+    from csr.v1 import generator_pb2, generator_pb2_grpc
+    from services.generator.adapters import AdapterSlot
+    from services.generator.admin import AdapterSubscriber, announce_adapter, create_server
+    from services.generator.engine import VLMEngine
+    from services.generator.service import GeneratorLoop
+    from services.generator.streams import PromptStreams
+    from services.generator.tiny import build_tiny_llava
+    from services.generator.adapters import write_manifest
+
+    world = make_world(root)
+    trainer = world.trainer(config=replace(CONFIG, iterations=1))  # queues no iteration 2:
+    world.queue(count=4)                                            # the generator stays idle
+    world.answer(count=4)
+    trainer.run_once(block_ms=1)  # version 1
+    model, processor = build_tiny_llava(seed=2)
+    generator = GeneratorLoop(PromptStreams(world.redis), VLMEngine(model, processor,
+                                                                    CONFIG.search),
+                              lambda image, s: [1.0] * len(s), CONFIG, str(world.images), "gen",
+                              slot=AdapterSlot(model, "tiny-llava"))
+    server, port = create_server(generator, "127.0.0.1", 0)
+    server.start()
+    subscriber = AdapterSubscriber(world.redis, generator).start()
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            generator.run_once(block_ms=10)
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        path = str(trainer.store.path(1))
+        started = time.perf_counter()
+        announce_adapter(world.redis, path, "1")
+        while generator.adapter_version != "1":
+            time.sleep(0.0005)
+        pubsub = time.perf_counter() - started
+        copy = trainer.store.root / "copy-2"  # the same weights as a version 2, for the admin API
+        shutil.copytree(path, copy)
+        write_manifest(copy, "2", "tiny-llava")
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = generator_pb2_grpc.GeneratorAdminStub(channel)
+            stub.Status(generator_pb2.StatusRequest(), timeout=10)  # connected
+            started = time.perf_counter()
+            stub.LoadAdapter(generator_pb2.LoadAdapterRequest(path=str(copy), version="2"),
+                             timeout=60)
+            admin = time.perf_counter() - started
+        return pubsub, admin
+    finally:
+        stop.set()
+        thread.join()
+        subscriber.stop()
+        server.stop(0)
+        world.redis.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    config = replace(CONFIG, dpo=replace(CONFIG.dpo, batch_size=2))
+    bare, service, fixed = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = make_world(Path(tmp) / "reference")
+        reference.queue(count=args.pairs)
+        records = reference.answer(count=args.pairs)
+        for round_ in range(args.rounds):  # alternate, so drift hits both alike
+            bare.append(bare_step_seconds(reference, records, config))
+            step, rest = service_step_seconds(Path(tmp) / f"s{round_}", args.pairs, config)
+            service.append(step)
+            fixed.append(rest)
+        reference.redis.shutdown()
+        pubsub, admin = handover_seconds(Path(tmp) / "handover")
+    b, s = statistics.median(bare), statistics.median(service)
+    print(f"{args.pairs} pairs, batch 2, {args.rounds} rounds alternating")
+    print(f"bare DPOTrainer:  {b * 1000:7.1f} ms/step  (rounds: "
+          f"{', '.join(f'{x * 1000:.0f}' for x in bare)})")
+    print(f"trainer service:  {s * 1000:7.1f} ms/step  (rounds: "
+          f"{', '.join(f'{x * 1000:.0f}' for x in service)})")
+    print(f"service's fixed cost per update (model load, dataset, plot, publication, ack): "
+          f"{statistics.median(fixed):.2f} s")
+    print(f"adapter published -> generator serving it: pub/sub {pubsub * 1000:.1f} ms, "
+          f"admin API {admin * 1000:.1f} ms")
+    print(f"trainer_overhead_percent: {(s / b - 1) * 100:.1f}")
+
+
+if __name__ == "__main__":
+    main()

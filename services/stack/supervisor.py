@@ -1,0 +1,101 @@
+"""Child processes of `csr up`: start in order, wait for health, one combined log, stop gently.
+
+Owns process lifetimes. Each service is a `csr <command>` subprocess in its own process group,
+its output read line by line and printed with a coloured `name |` prefix. A service counts as
+started once its HTTP /healthz answers 200. Stopping sends SIGTERM (services finish the work
+in hand: a generator its batch, the trainer its update) and SIGKILL only after the grace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "red"]
+
+
+class ServiceFailed(RuntimeError):
+    """A service exited or never became healthy; the message says which and how it ended."""
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    http_port: int
+    ports: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    colour: str = "white"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz",
+                                        timeout=2) as answer:
+                return answer.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+class Supervisor:
+    def __init__(self, print_line: Callable[[str, str, str], None]):
+        self.print_line = print_line  # (service name, colour, line)
+        self.services: list[Service] = []
+        self._pumps: list[threading.Thread] = []
+
+    def start(self, service: Service, timeout: float) -> None:
+        """Start a service and return once it is healthy; ServiceFailed otherwise."""
+        service.colour = COLOURS[len(self.services) % len(COLOURS)]
+        env = {**os.environ, **service.env, "PYTHONUNBUFFERED": "1"}
+        service.process = subprocess.Popen(
+            [sys.executable, "-m", "csr.cli", *service.command], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            start_new_session=True)  # our Ctrl-C is ours to forward, in order
+        self.services.append(service)
+        pump = threading.Thread(target=self._pump, args=(service,), daemon=True)
+        pump.start()
+        self._pumps.append(pump)
+        deadline = time.monotonic() + timeout
+        while not service.healthy():
+            if service.process.poll() is not None:
+                raise ServiceFailed(f"{service.name} exited with status "
+                                    f"{service.process.returncode} while starting (see its log)")
+            if time.monotonic() > deadline:
+                raise ServiceFailed(f"{service.name} was not healthy within {timeout:.0f}s")
+            time.sleep(0.2)
+        self.print_line(service.name, service.colour, "healthy")
+
+    def _pump(self, service: Service) -> None:
+        for line in service.process.stdout:
+            self.print_line(service.name, service.colour, line.rstrip("\n"))
+
+    def exited(self) -> list[Service]:
+        return [s for s in self.services if s.process is not None and s.process.poll() is not None]
+
+    def stop(self, names: list[str] | None = None, grace: float = 60.0) -> None:
+        """SIGTERM, in reverse start order (or the named ones), then SIGKILL after the grace."""
+        chosen = [s for s in reversed(self.services) if names is None or s.name in names]
+        for service in chosen:
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for service in chosen:
+            try:
+                service.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0fs; killing it", service.name, grace)
+                os.killpg(service.process.pid, signal.SIGKILL)
+                service.process.wait()
+        for pump in self._pumps:
+            pump.join(timeout=1)

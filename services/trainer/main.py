@@ -1,0 +1,105 @@
+"""`csr train`: the trainer, from its settings to a running loop.
+
+Builds the Redis streams, adapter store, base-model loader and announcer, queues iteration 1
+from a prompt set if given, serves /healthz and /metrics, and runs the loop until T
+iterations are published or SIGINT/SIGTERM (an update in progress finishes first; its pairs
+are acknowledged only once its adapter is published).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import redis
+
+from csr.config import CSRConfig, ScheduleConfig
+from services.generator.admin import announce_adapter
+from services.generator.main import load_vlm
+from services.generator.streams import PromptStreams, load_prompt_set
+from services.health import serve_http
+from services.trainer.consumer import PairConsumer
+from services.trainer.service import TrainerLoop
+from services.trainer.settings import TrainerSettings
+from services.trainer.store import AdapterStore
+
+logger = logging.getLogger(__name__)
+
+
+def config_from(settings: TrainerSettings, base: CSRConfig | None = None) -> CSRConfig:
+    """The algorithm config with the deployment's training overrides applied."""
+    base = base or CSRConfig()
+    dpo = replace(base.dpo, learning_rate=settings.learning_rate, epochs=settings.epochs,
+                  batch_size=settings.batch_size, lora_r=settings.lora_r,
+                  lora_alpha=settings.lora_alpha,
+                  gradient_accumulation_steps=settings.gradient_accumulation_steps)
+    schedule = ScheduleConfig(settings.schedule, settings.online_every, settings.max_staleness)
+    return replace(base, iterations=settings.iterations, dpo=dpo, schedule=schedule)
+
+
+def make_announcer(client: redis.Redis, admin_targets: list[str], timeout: float = 120.0):
+    """announce(path, version): pub/sub to every generator, then the admin API of those
+    listed, which answers once the adapter serves (or why it was refused)."""
+    from csr.v1 import generator_pb2, generator_pb2_grpc
+
+    def announce(path: str, version: str) -> None:
+        listeners = announce_adapter(client, path, version)
+        logger.info("announced adapter %s to %d subscribers", version, listeners)
+        for target in admin_targets:
+            with grpc.insecure_channel(target) as channel:
+                stub = generator_pb2_grpc.GeneratorAdminStub(channel)
+                try:
+                    answer = stub.LoadAdapter(generator_pb2.LoadAdapterRequest(
+                        path=path, version=version), timeout=timeout)
+                    logger.info("generator %s serves adapter %s (swap %.3fs)", target,
+                                answer.version, answer.swap_seconds)
+                except grpc.RpcError as e:  # the item-level adapter still gets it there
+                    logger.warning("generator %s did not load adapter %s: %s %s", target,
+                                   version, e.code().name, e.details())
+    return announce
+
+
+def build(settings: TrainerSettings, config: CSRConfig | None = None) -> TrainerLoop:
+    config = config_from(settings, config)
+    client = redis.Redis.from_url(settings.redis_url)
+    prompts = PromptStreams(client)
+    if settings.prompt_set:
+        added = prompts.enqueue(load_prompt_set(settings.prompt_set, 1))
+        logger.info("queued %d new prompts of iteration 1", added)
+    _, processor = load_vlm(settings)  # the processor, and a check that the model loads
+    targets = [t.strip() for t in settings.generator_admin.split(",") if t.strip()]
+    return TrainerLoop(
+        prompts, PairConsumer(client, settings.consumer),
+        AdapterStore(settings.adapter_store, settings.keep_versions),
+        lambda: load_vlm(settings)[0].train(), processor, config, settings.image_root,
+        settings.base_name or settings.model, Path(settings.work_dir),
+        make_announcer(client, targets), settings.seed, settings.checkpoint_steps,
+        settings.tensorboard)
+
+
+def run(settings: TrainerSettings, config: CSRConfig | None = None) -> TrainerLoop:
+    loop = build(settings, config)
+    http, port = serve_http(lambda: (loop.healthy, {"status": "ok" if loop.healthy else "error",
+                                                    "iteration": loop.iteration,
+                                                    "adapter_version": loop.adapter_version}),
+                            loop.metrics.registry, settings.http_host, settings.http_port)
+    logger.info("trainer serving /healthz and /metrics on :%d; iteration %d", port,
+                loop.iteration)
+    if loop.store.latest():  # generators that restarted catch up
+        loop.announce(str(loop.store.path(loop.store.latest())), loop.adapter_version)
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set() and loop.run_once(block_ms=500) != "done":
+            pass
+    finally:
+        http.shutdown()
+    logger.info("trainer stopped at iteration %d, adapter version %s", loop.iteration,
+                loop.adapter_version)
+    return loop

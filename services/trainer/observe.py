@@ -1,0 +1,96 @@
+"""What the trainer shows: Prometheus metrics, a TrainerCallback feeding them, and the PNG
+plots of each update (the paper's Figure 5: chosen vs rejected R_I; and the reward margins).
+
+TensorBoard gets the same training scalars through TRL's own `report_to=["tensorboard"]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from transformers import TrainerCallback
+
+from csr.records import PreferenceRecord
+
+# TRL's log keys -> gauge names
+_LOGGED = {"loss": "dpo_loss", "rewards/margins": "reward_margin",
+           "rewards/accuracies": "reward_accuracy", "rewards/chosen": "reward_chosen",
+           "rewards/rejected": "reward_rejected", "logps/chosen": "logps_chosen",
+           "logps/rejected": "logps_rejected"}
+
+
+class TrainerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.pairs = Counter("csr_trainer_pairs_consumed", "Pairs trained on.", registry=r)
+        self.stale = Counter("csr_trainer_pairs_stale", "Pairs dropped as too stale.", registry=r)
+        self.dead = Counter("csr_trainer_pairs_dead_lettered", "Unusable records set aside.",
+                            registry=r)
+        self.updates = Counter("csr_trainer_updates", "Adapters published.", registry=r)
+        self.version = Gauge("csr_trainer_adapter_version", "Latest published version.",
+                             registry=r)
+        self.iteration = Gauge("csr_trainer_iteration", "CSR iteration being built.", registry=r)
+        self.step_seconds = Histogram("csr_trainer_step_seconds", "Wall time of one DPO step.",
+                                      registry=r, buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10,
+                                                           30, 60, 120))
+        self.train = {key: Gauge(f"csr_trainer_{name}", f"Last logged {key}.", registry=r)
+                      for key, name in _LOGGED.items()}
+
+
+class PrometheusCallback(TrainerCallback):
+    """Step times and logged DPO metrics into TrainerMetrics."""
+
+    def __init__(self, metrics: TrainerMetrics):
+        self.metrics = metrics
+        self._started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.metrics.step_seconds.observe(time.perf_counter() - self._started)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, gauge in self.metrics.train.items():
+            if logs and isinstance(logs.get(key), (int, float)):
+                gauge.set(float(logs[key]))
+
+
+def _mean_relevance(sentences) -> float:
+    values = [s.r_i for s in sentences]
+    return sum(values) / len(values) if values else 0.0
+
+
+def plot_update(records: Sequence[PreferenceRecord], log: Sequence[dict], path: str | Path,
+                title: str) -> Path:
+    """One PNG: the chosen and rejected responses' mean R_I (Figure 5), the calibrated
+    reward margin of each pair, and DPO's reward margin over the update's steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [_mean_relevance(r.chosen_sentences) for r in records]
+    rejected = [_mean_relevance(r.rejected_sentences) for r in records]
+    margins = [r.chosen_reward - r.rejected_reward for r in records]
+    steps = [(e["step"], e["rewards/margins"]) for e in log if "rewards/margins" in e]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].hist([chosen, rejected], bins=20, label=["chosen", "rejected"], alpha=0.8)
+    axes[0].set(title="mean R_I per response", xlabel="R_I", ylabel="responses")
+    axes[0].legend()
+    axes[1].hist(margins, bins=20, color="tab:green")
+    axes[1].set(title="calibrated reward margin (chosen - rejected)", xlabel="R", ylabel="pairs")
+    if steps:
+        axes[2].plot(*zip(*steps), marker=".")
+    axes[2].set(title="DPO reward margin", xlabel="step", ylabel="margin")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path

