@@ -19,7 +19,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,9 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' toy trainer world
 
 from csr.training import dpo_example  # noqa: E402
+from services import embedded_redis  # noqa: E402
 from services.generator.service import load_rgb  # noqa: E402
 from services.trainer.dpo import build_dataset, dpo_config, policy_model  # noqa: E402
-from tests.integration.trainer_world import CONFIG, base_model, make_world  # noqa: E402
+from tests.integration.trainer_world import (CONFIG, base_model, make_world,  # noqa: E402
+                                             running_generator)
 
 
 def bare_step_seconds(world, records, config) -> float:
@@ -84,7 +85,7 @@ def service_step_seconds(root: Path, count: int, config) -> tuple[float, float]:
         return timer.seconds / trainer.last_result.steps, whole - timer.seconds
     finally:
         service.train_update = real
-        world.redis.shutdown()
+        embedded_redis.stop(world.redis)
 
 
 def handover_seconds(root: Path) -> tuple[float, float]:
@@ -92,58 +93,35 @@ def handover_seconds(root: Path) -> tuple[float, float]:
     import grpc
 
     from csr.v1 import generator_pb2, generator_pb2_grpc
-    from services.generator.adapters import AdapterSlot
-    from services.generator.admin import AdapterSubscriber, announce_adapter, create_server
-    from services.generator.engine import VLMEngine
-    from services.generator.service import GeneratorLoop
-    from services.generator.streams import PromptStreams
-    from services.generator.tiny import build_tiny_llava
     from services.generator.adapters import write_manifest
+    from services.generator.admin import announce_adapter
 
     world = make_world(root)
     trainer = world.trainer(config=replace(CONFIG, iterations=1))  # queues no iteration 2:
     world.queue(count=4)                                            # the generator stays idle
     world.answer(count=4)
     trainer.run_once(block_ms=1)  # version 1
-    model, processor = build_tiny_llava(seed=2)
-    generator = GeneratorLoop(PromptStreams(world.redis), VLMEngine(model, processor,
-                                                                    CONFIG.search),
-                              lambda image, s: [1.0] * len(s), CONFIG, str(world.images), "gen",
-                              slot=AdapterSlot(model, "tiny-llava"))
-    server, port = create_server(generator, "127.0.0.1", 0)
-    server.start()
-    subscriber = AdapterSubscriber(world.redis, generator).start()
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            generator.run_once(block_ms=10)
-    thread = threading.Thread(target=serve)
-    thread.start()
     try:
-        path = str(trainer.store.path(1))
-        started = time.perf_counter()
-        announce_adapter(world.redis, path, "1")
-        while generator.adapter_version != "1":
-            time.sleep(0.0005)
-        pubsub = time.perf_counter() - started
-        copy = trainer.store.root / "copy-2"  # the same weights as a version 2, for the admin API
-        shutil.copytree(path, copy)
-        write_manifest(copy, "2", "tiny-llava")
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = generator_pb2_grpc.GeneratorAdminStub(channel)
-            stub.Status(generator_pb2.StatusRequest(), timeout=10)  # connected
+        with running_generator(world) as (generator, port):
+            path = str(trainer.store.path(1))
             started = time.perf_counter()
-            stub.LoadAdapter(generator_pb2.LoadAdapterRequest(path=str(copy), version="2"),
-                             timeout=60)
-            admin = time.perf_counter() - started
+            announce_adapter(world.redis, path, "1")
+            while generator.adapter_version != "1":
+                time.sleep(0.0005)
+            pubsub = time.perf_counter() - started
+            copy = trainer.store.root / "copy-2"  # the same weights as a version 2
+            shutil.copytree(path, copy)
+            write_manifest(copy, "2", "tiny-llava")
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = generator_pb2_grpc.GeneratorAdminStub(channel)
+                stub.Status(generator_pb2.StatusRequest(), timeout=10)  # connected
+                started = time.perf_counter()
+                stub.LoadAdapter(generator_pb2.LoadAdapterRequest(path=str(copy), version="2"),
+                                 timeout=60)
+                admin = time.perf_counter() - started
         return pubsub, admin
     finally:
-        stop.set()
-        thread.join()
-        subscriber.stop()
-        server.stop(0)
-        world.redis.shutdown()
+        embedded_redis.stop(world.redis)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             step, rest = service_step_seconds(Path(tmp) / f"s{round_}", args.pairs, config)
             service.append(step)
             fixed.append(rest)
-        reference.redis.shutdown()
+        embedded_redis.stop(reference.redis)
         pubsub, admin = handover_seconds(Path(tmp) / "handover")
     b, s = statistics.median(bare), statistics.median(service)
     print(f"{args.pairs} pairs, batch 2, {args.rounds} rounds alternating")

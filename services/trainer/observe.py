@@ -42,22 +42,35 @@ class TrainerMetrics:
 
 
 class PrometheusCallback(TrainerCallback):
-    """Step times and logged DPO metrics into TrainerMetrics."""
+    """Step times and logged DPO metrics into TrainerMetrics; step times also to TensorBoard
+    (service/step_seconds) when a writer is given."""
 
-    def __init__(self, metrics: TrainerMetrics):
-        self.metrics = metrics
+    def __init__(self, metrics: TrainerMetrics, board=None, first_step: int = 0):
+        self.metrics, self.board, self.first_step = metrics, board, first_step
         self._started = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.metrics.step_seconds.observe(time.perf_counter() - self._started)
+        seconds = time.perf_counter() - self._started
+        self.metrics.step_seconds.observe(seconds)
+        if self.board is not None:
+            self.board.add_scalar("service/step_seconds", seconds,
+                                  self.first_step + state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key, gauge in self.metrics.train.items():
             if logs and isinstance(logs.get(key), (int, float)):
                 gauge.set(float(logs[key]))
+
+
+def service_board(logging_dir: str | Path):
+    """A TensorBoard writer for the trainer's own scalars across updates (pairs consumed,
+    stale, step time), beside TRL's per-update runs."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(Path(logging_dir) / "service"))
 
 
 def _mean_relevance(sentences) -> float:

@@ -30,7 +30,8 @@ from services.generator.service import load_rgb
 from services.generator.streams import PromptStreams
 from services.trainer.consumer import Delivered, PairConsumer
 from services.trainer.dpo import UpdateResult, save_adapter, train_update
-from services.trainer.observe import PrometheusCallback, TrainerMetrics, plot_update
+from services.trainer.observe import (PrometheusCallback, TrainerMetrics, plot_update,
+                                      service_board)
 from services.trainer.store import AdapterStore
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class TrainerLoop:
         self.last_result: UpdateResult | None = None
         self.healthy = True
         self.metrics.version.set(store.latest())
+        self.board = service_board(self.work_dir / "tensorboard") if tensorboard else None
+        self.pairs_trained = 0  # by this process, for TensorBoard's running count
 
     # -- where we are, read from the store ---------------------------------------------------
     @property
@@ -72,6 +75,10 @@ class TrainerLoop:
 
     def done(self) -> bool:
         return self.iteration > self.config.iterations
+
+    def _steps_published(self) -> int:
+        """DPO steps of every kept version: where TensorBoard's service step axis goes on."""
+        return sum(self.store.manifest(v).get("steps", 0) for v in self.store.versions())
 
     def _trained_pair_ids(self) -> set[str]:
         return {pair for v in self.store.versions()
@@ -159,7 +166,8 @@ class TrainerLoop:
             [dpo_example(r, eos) for r in records], lambda p: load_rgb(str(self.image_root / p)),
             self.config.dpo, out, seed=self.seed + version, resume=resume,
             logging_dir=self.work_dir / "tensorboard" if self.tensorboard else None,
-            checkpoint_steps=self.checkpoint_steps, callbacks=[PrometheusCallback(self.metrics)])
+            checkpoint_steps=self.checkpoint_steps,
+            callbacks=[PrometheusCallback(self.metrics, self.board, self._steps_published())])
         plot = plot_update(records, result.log, self.work_dir / "plots" / f"update-{version}.png",
                            f"update {version} (iteration {iteration}, {len(records)} pairs)")
         self.store.publish(lambda d: save_adapter(result.model, d), version, self.base_name,
@@ -175,6 +183,11 @@ class TrainerLoop:
         self.metrics.pairs.inc(len(records))
         self.metrics.updates.inc()
         self.metrics.version.set(version)
+        self.pairs_trained += len(records)
+        if self.board is not None:
+            self.board.add_scalar("service/pairs_consumed", self.pairs_trained, version)
+            self.board.add_scalar("service/pairs_stale", self.pairs.stale_count(), version)
+            self.board.flush()
 
     def _republish_closing(self, version: int, iteration: int) -> None:
         """Online schedule, nothing left to train: mark the latest version as closing."""

@@ -10,22 +10,16 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from services.vlm_settings import VLMSettings
 
 
-class TrainerSettings(BaseSettings):
+class TrainerSettings(VLMSettings):
     """The trainer. Every field is set by CSR_TRAINER_<FIELD>."""
 
     model_config = SettingsConfigDict(env_prefix="CSR_TRAINER_", extra="ignore")
 
-    model: str = Field("llava-hf/llava-1.5-7b-hf",
-                       description="Base VLM: Hugging Face name or local directory.")
-    base_name: str = Field("", description="Base-model name written in adapter manifests (the "
-                           "generators check it); empty means the model setting.")
-    device: str = Field("auto", description="auto (cuda if available), cpu, or cuda:N.")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on CUDA, fp32 on CPU.")
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the streams.")
     image_root: str = Field(".", description="Directory the records' image paths are under.")
     adapter_store: str = Field("adapters", description="Shared directory of published adapter "
                                "versions (the generators read it).")

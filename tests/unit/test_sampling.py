@@ -4,7 +4,6 @@ are the model's own, rows are routed to the right parents, and draws do not depe
 from collections import Counter
 
 import pytest
-import torch
 
 from services.generator.sampling import prefix_generator, sample_sentences
 from tests.unit.test_beam import HistoryLM
