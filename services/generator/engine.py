@@ -73,6 +73,7 @@ class VLMEngine:
         # Qwen2-VL-style models keep the offset between cache length and text position here
         self._rope_holder = next((m for m in model.modules() if hasattr(m, "rope_deltas")), None)
         self.forwards = 0  # model forward calls, for benchmarks
+        self.prompt_forwards = 0  # of which encoded prompts
         self.step_rows = 0  # beam rows advanced by one token, summed over steps
 
     def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -83,21 +84,34 @@ class VLMEngine:
     def prompt_text(self, prompt: str) -> str:
         return chat_prompt(self.processor, prompt)
 
-    @torch.inference_mode()
     def encode_prompt(self, prompt_id: str, prompt: str, image) -> None:
         """Run the image and prompt through the model once; keep the cache for the search."""
-        inputs = self.processor(images=image, text=self.prompt_text(prompt), return_tensors="pt",
-                                add_special_tokens=False)
+        self.encode_prompts([(prompt_id, prompt, image)])
+
+    @torch.inference_mode()
+    def encode_prompts(self, items) -> None:
+        """encode_prompt for many (prompt_id, prompt, image) in one forward: left-padded and
+        masked, each row then cut back to its own tokens."""
+        items = list(items)
+        inputs = self.processor(images=[image for _, _, image in items],
+                                text=[self.prompt_text(prompt) for _, prompt, _ in items],
+                                return_tensors="pt", add_special_tokens=False, padding=True,
+                                padding_side="left")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        out = self.model(**inputs, use_cache=True)
+        mask = inputs["attention_mask"]
+        if self._rope_holder is None:  # 1-D positions: count only each row's own tokens
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(**inputs, use_cache=True)  # M-RoPE models place padded rows themselves
         self.forwards += 1
-        cache = out.past_key_values
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        length = int(inputs["input_ids"].shape[1])
-        delta = getattr(self._rope_holder, "rope_deltas", None)
-        offset = int(delta.reshape(-1)[0]) if delta is not None else 0
-        self._prompts[prompt_id] = _PromptCache(layers, self._logprobs(out.logits[0, -1]),
-                                                length, length + offset)
+        self.prompt_forwards += 1
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        deltas = getattr(self._rope_holder, "rope_deltas", None)
+        for row, (prompt_id, _, _) in enumerate(items):
+            length = int(mask[row].sum())
+            own = [(k[row:row + 1, :, -length:], v[row:row + 1, :, -length:]) for k, v in layers]
+            offset = int(deltas.reshape(-1)[row]) if deltas is not None else 0
+            self._prompts[prompt_id] = _PromptCache(own, self._logprobs(out.logits[row, -1]),
+                                                    length, length + offset)
 
     def release(self, prompt_id: str) -> None:
         self._prompts.pop(prompt_id, None)
@@ -189,9 +203,14 @@ class _Stepper:
     def __call__(self, parents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         device = self.engine.device
         parents = parents.to(device)
-        self.cache.reorder_cache(parents)
-        self.mask = torch.cat([self.mask[parents], self.mask.new_ones(len(parents), 1)], dim=1)
-        positions = self.positions[parents]
+        rows = self.mask.shape[0]
+        # With one beam per group (the paper's 5 beams in 5 groups) most steps keep every row
+        # where it was: then the cache, mask and positions need no reordering copy.
+        if len(parents) != rows or not torch.equal(parents, torch.arange(rows, device=device)):
+            self.cache.reorder_cache(parents)
+            self.mask, self.positions = self.mask[parents], self.positions[parents]
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(parents), 1)], dim=1)
+        positions = self.positions
         out = self.engine.model(input_ids=tokens.to(device)[:, None], attention_mask=self.mask,
                                 position_ids=positions[:, None], past_key_values=self.cache,
                                 use_cache=True)

@@ -23,8 +23,7 @@ def search_prompts(requests: Sequence[SearchRequest], engine: VLMEngine, relevan
                    adapter_version: str) -> list[PromptOutcome]:
     """One lockstep search over `requests`; every prompt is encoded exactly once."""
     try:
-        for request in requests:
-            engine.encode_prompt(request.prompt_id, request.prompt, load_image(request.image_ref))
+        engine.encode_prompts([(r.prompt_id, r.prompt, load_image(r.image_ref)) for r in requests])
         return generate_pairs(requests, engine.expand, relevance, config, iteration,
                               adapter_version)
     finally:
@@ -33,21 +32,30 @@ def search_prompts(requests: Sequence[SearchRequest], engine: VLMEngine, relevan
 
 
 class ReferenceExpander:
-    """The authors' loop: every tree node re-encodes image and prompt and is searched alone."""
+    """The authors' loop: every tree node re-encodes image and prompt and is searched alone.
 
-    def __init__(self, engine: VLMEngine, load_image: LoadImage):
+    Like `generate(num_beams=n)` in the released code (transformers 4.x expands the inputs to
+    n rows before the first forward), the image and prompt run through the model as num_beams
+    rows; the search then grows the node's beams from that cache. `prompt_rows=1` is a
+    stricter reference that encodes them once per node."""
+
+    def __init__(self, engine: VLMEngine, load_image: LoadImage, prompt_rows: int | None = None):
         self.engine, self.load_image = engine, load_image
+        self.prompt_rows = prompt_rows or engine.search.num_beams
 
     def __call__(self, prefixes: Sequence[Prefix]) -> list[list[Candidate]]:
         out = []
+        rows = self.prompt_rows
         for prefix in prefixes:
-            key = f"reference:{prefix.request.prompt_id}"
-            self.engine.encode_prompt(key, prefix.request.prompt,
-                                      self.load_image(prefix.request.image_ref))
-            alias = Prefix(SearchRequest(key, prefix.request.prompt, prefix.request.image_ref),
+            request = prefix.request
+            keys = [f"reference:{request.prompt_id}:{row}" for row in range(rows)]
+            image = self.load_image(request.image_ref)
+            self.engine.encode_prompts([(key, request.prompt, image) for key in keys])
+            alias = Prefix(SearchRequest(keys[0], request.prompt, request.image_ref),
                            prefix.sentences, prefix.state)
             out.extend(self.engine.expand([alias]))
-            self.engine.release(key)
+            for key in keys:
+                self.engine.release(key)
         return out
 
 
@@ -60,9 +68,9 @@ def one_sentence_at_a_time(relevance: Relevance) -> Relevance:
 
 def reference_pairs(requests: Sequence[SearchRequest], engine: VLMEngine, relevance: Relevance,
                     config: CSRConfig, load_image: LoadImage, iteration: int,
-                    adapter_version: str) -> list[PromptOutcome]:
+                    adapter_version: str, prompt_rows: int | None = None) -> list[PromptOutcome]:
     """The same pairs as search_prompts, computed prompt by prompt the authors' way."""
-    expand = ReferenceExpander(engine, load_image)
+    expand = ReferenceExpander(engine, load_image, prompt_rows)
     outcomes = []
     for request in requests:
         outcomes.extend(generate_pairs([request], expand, one_sentence_at_a_time(relevance),

@@ -15,7 +15,6 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -64,23 +63,11 @@ class RewardClient:
         self._sent: set[str] = set()
         self._files: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
         self.target = target
         self.relevance = _Relevance(self)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
         self._channel.close()
-
-    def concurrent(self, function, items: Sequence) -> list:
-        """function(item) for every item, at most 16 calls in flight; results in order."""
-        if len(items) <= 1:
-            return [function(item) for item in items]
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(16, thread_name_prefix="reward-client")
-        return list(self._pool.map(function, items))
 
     def __enter__(self) -> RewardClient:
         return self
@@ -134,6 +121,53 @@ class RewardClient:
             self._sent.add(sha)
         return list(response.scores)
 
+    def score_batch(self, items: Sequence[tuple[bytes, Sequence[str]]]
+                    ) -> list[list[reward_pb2.SentenceScore]]:
+        """Scores of several (image bytes, sentences) items, in order, in as few ScoreBatch
+        calls as the per-call sentence limit allows (the worker batches each call's sentences
+        into one forward). Images a worker has seen go by hash; on unknown-image the call is
+        repeated with bytes."""
+        items = [(image, list(sentences)) for image, sentences in items]
+        out: list[list[reward_pb2.SentenceScore]] = [[] for _ in items]
+        chunk: list[int] = []
+        for index, (_, sentences) in enumerate(items):
+            if len(sentences) > self.max_sentences_per_call:
+                out[index] = self.score(*items[index])  # split across calls by score()
+                continue
+            if chunk and sum(len(items[i][1]) for i in chunk) + len(sentences) > \
+                    self.max_sentences_per_call:
+                self._batch_once(items, chunk, out)
+                chunk = []
+            chunk.append(index)
+        if chunk:
+            self._batch_once(items, chunk, out)
+        return out
+
+    def _batch_once(self, items, chunk: list[int], out) -> None:
+        hashes = [hashlib.sha256(items[i][0]).hexdigest() for i in chunk]
+        with self._lock:
+            known = [sha in self._sent for sha in hashes]
+
+        def request(by_hash: list[bool]):
+            return reward_pb2.ScoreBatchRequest(requests=[
+                reward_pb2.ScoreRequest(image_sha256=sha, sentences=items[i][1]) if use_hash
+                else reward_pb2.ScoreRequest(image_bytes=items[i][0], sentences=items[i][1])
+                for i, sha, use_hash in zip(chunk, hashes, by_hash)])
+        try:
+            try:
+                response = self._call(self._stub.ScoreBatch, request(known))
+            except grpc.RpcError as e:
+                if not any(known) or _error_kind(e) != "unknown-image":
+                    raise
+                response = self._call(self._stub.ScoreBatch, request([False] * len(chunk)))
+        except grpc.RpcError as e:
+            raise RewardServiceError(f"reward service at {self.target}: {e.code().name}: "
+                                     f"{e.details()}", e.code()) from e
+        with self._lock:
+            self._sent.update(hashes)
+        for i, answer in zip(chunk, response.responses):
+            out[i] = list(answer.scores)
+
     def _read(self, path: str) -> bytes:
         file = Path(path)
         try:
@@ -160,7 +194,7 @@ class RewardClient:
 
 class _Relevance:
     """The core's `relevance` callable for image files, with `many` for a whole search step:
-    the per-image calls go out together, so the workers batch them into one forward."""
+    every prompt's sentences go in one ScoreBatch call, encoded by a worker in one forward."""
 
     def __init__(self, client: RewardClient):
         self._client = client
@@ -171,5 +205,8 @@ class _Relevance:
         return [s.relevance for s in client.score(client._read(image_ref), sentences)]
 
     def many(self, queries: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """R_I for several (image file, sentences) queries, in order."""
-        return self._client.concurrent(lambda query: self(*query), list(queries))
+        """R_I for several (image file, sentences) queries, in order, in one ScoreBatch call
+        (more only past the per-call sentence limit)."""
+        client = self._client
+        scores = client.score_batch([(client._read(ref), s) for ref, s in queries])
+        return [[s.relevance for s in own] for own in scores]

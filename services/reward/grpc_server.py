@@ -28,6 +28,16 @@ ERROR_KEY = "csr-error"
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
+MAX_BATCH_REQUESTS = 1024
+
+
+def _response(result) -> reward_pb2.ScoreResponse:
+    return reward_pb2.ScoreResponse(
+        image_sha256=result.image_sha256,
+        scores=[reward_pb2.SentenceScore(relevance=s.relevance, cosine=s.cosine,
+                                         truncated=s.truncated) for s in result.scores])
+
+
 class _Malformed:
     """A request that failed to parse (e.g. invalid UTF-8 in a string field)."""
 
@@ -49,17 +59,45 @@ class RewardServicer:
         self.scorer = scorer
 
     async def Score(self, request, context: grpc.aio.ServicerContext):
-        metrics, started = self.scorer.metrics, time.perf_counter()
-        outcome = "ok"
-        try:
+        async def work():
+            return _response(await self._score_one(request))
+        return await self._guarded(context, work)
+
+    async def ScoreBatch(self, request, context: grpc.aio.ServicerContext):
+        async def work():
             if isinstance(request, _Malformed):
-                raise BadRequest(f"the request is not a valid ScoreRequest ({request.error}); "
-                                 "strings must be valid UTF-8")
-            which = request.WhichOneof("image")
-            result = await self.scorer.score(
+                raise BadRequest(f"the request is not a valid ScoreBatchRequest "
+                                 f"({request.error}); strings must be valid UTF-8")
+            items = list(request.requests)
+            if not 1 <= len(items) <= MAX_BATCH_REQUESTS:
+                raise BadRequest(f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not "
+                                 f"{len(items)}; split it")
+            results = await asyncio.gather(*(self._score_one(item, f"request {i}: ")
+                                             for i, item in enumerate(items)))
+            return reward_pb2.ScoreBatchResponse(responses=[_response(r) for r in results])
+        return await self._guarded(context, work)
+
+    async def _score_one(self, request, where: str = ""):
+        if isinstance(request, _Malformed):
+            raise BadRequest(f"the request is not a valid ScoreRequest ({request.error}); "
+                             "strings must be valid UTF-8")
+        which = request.WhichOneof("image")
+        try:
+            return await self.scorer.score(
                 request.image_bytes if which == "image_bytes" else None,
                 request.image_sha256 if which == "image_sha256" else None,
                 list(request.sentences))
+        except BadRequest as e:
+            if not where:
+                raise
+            raise type(e)(f"{where}{e}") from e
+
+    async def _guarded(self, context: grpc.aio.ServicerContext, work):
+        """Run work(), mapping the scorer's errors to status codes and counting outcomes."""
+        metrics, started = self.scorer.metrics, time.perf_counter()
+        outcome = "ok"
+        try:
+            return await work()
         except BadRequest as e:
             outcome = e.kind
             context.set_trailing_metadata(((ERROR_KEY, e.kind),))
@@ -82,10 +120,6 @@ class RewardServicer:
         finally:
             metrics.requests.labels("grpc", outcome).inc()
             metrics.latency.labels("grpc").observe(time.perf_counter() - started)
-        return reward_pb2.ScoreResponse(
-            image_sha256=result.image_sha256,
-            scores=[reward_pb2.SentenceScore(relevance=s.relevance, cosine=s.cosine,
-                                             truncated=s.truncated) for s in result.scores])
 
     async def Info(self, request, context):
         info = self.scorer.backend.info
@@ -101,6 +135,8 @@ def _handler(servicer: RewardServicer) -> grpc.GenericRpcHandler:
             response_serializer=response_type.SerializeToString)
     return grpc.method_handlers_generic_handler(SERVICE, {
         "Score": unary(servicer.Score, reward_pb2.ScoreRequest, reward_pb2.ScoreResponse),
+        "ScoreBatch": unary(servicer.ScoreBatch, reward_pb2.ScoreBatchRequest,
+                            reward_pb2.ScoreBatchResponse),
         "Info": unary(servicer.Info, reward_pb2.InfoRequest, reward_pb2.InfoResponse),
     })
 

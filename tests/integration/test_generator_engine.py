@@ -170,3 +170,25 @@ def test_sampled_tokens_carry_the_models_own_logprobs(llava):
         expected = [float(reference.logprobs(request.prompt, "red", tokens[:i])[t])
                     for i, t in enumerate(tokens)]
         assert list(c.token_logprobs) == pytest.approx(expected, abs=1e-4)
+
+
+def test_prompts_encoded_together_expand_like_prompts_encoded_alone(llava):
+    model, processor = llava
+    requests = [SearchRequest("a", "describe .", "red"),
+                SearchRequest("b", "what is there in the image ?", "blue")]  # padding
+    together, alone = VLMEngine(model, processor, SEARCH), VLMEngine(model, processor, SEARCH)
+    together.encode_prompts([(r.prompt_id, r.prompt, images()[r.image_ref]) for r in requests])
+    for r in requests:
+        alone.encode_prompt(r.prompt_id, r.prompt, images()[r.image_ref])
+    assert together.forwards == 1 and alone.forwards == 2
+    lengths = [alone._prompt(r.prompt_id).length for r in requests]
+    assert lengths[0] < lengths[1]  # the first row really is left-padded
+    for r in requests:
+        assert together._prompt(r.prompt_id).length == alone._prompt(r.prompt_id).length
+        assert together._prompt(r.prompt_id).next_position == \
+            alone._prompt(r.prompt_id).next_position
+    prefixes = [Prefix(r, (), None) for r in requests]
+    for got, expected in zip(together.expand(prefixes), alone.expand(prefixes)):
+        assert [c.state for c in got] == [c.state for c in expected]
+        for c, e in zip(got, expected):
+            assert c.token_logprobs == pytest.approx(e.token_logprobs, abs=1e-4)
