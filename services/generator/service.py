@@ -101,20 +101,45 @@ class GeneratorLoop:
         groups: dict[tuple[int, str, str], list[WorkItem]] = defaultdict(list)
         for item in items:
             groups[(item.iteration, item.adapter, item.adapter_version)].append(item)
+        left = 0
+        with _KeepAlive(self.streams, self.consumer, items):  # every group, while any runs
+            try:
+                for (iteration, adapter, version), group in sorted(groups.items()):
+                    self._serve_adapter(adapter, version)
+                    left += self._run_group(iteration, group)
+            except RewardServiceError as e:
+                # Nothing of this batch was acknowledged: it stays pending and is claimed again.
+                self.healthy = False
+                logger.error("reward service unavailable, taking no prompts until it is back: "
+                             "%s", e)
+                return 0
+            except Exception:  # e.g. an adapter that will not load: the batch stays pending
+                logger.exception("batch of %d prompts failed; left pending for redelivery",
+                                 len(items))
+                return 0
+        return len(items) - left
+
+    def _run_group(self, iteration: int, group: list[WorkItem]) -> int:
+        """Search and publish a group; if it fails, each prompt alone, so that one bad prompt
+        does not hold back (and use up the deliveries of) the others. Returns how many were
+        left pending."""
         try:
-            for (iteration, adapter, version), group in sorted(groups.items()):
-                self._serve_adapter(adapter, version)
-                self._search_and_publish(iteration, group)
-        except RewardServiceError as e:
-            # Nothing of this batch was acknowledged: it stays pending and is claimed again.
-            self.healthy = False
-            logger.error("reward service unavailable, taking no prompts until it is back: %s", e)
+            self._search_and_publish(iteration, group)
             return 0
-        except Exception:  # a bad image, out of memory: this batch stays pending, the loop lives
-            logger.exception("batch of %d prompts failed; left pending for redelivery",
-                             len(items))
-            return 0
-        return len(items)
+        except RewardServiceError:
+            raise
+        except Exception:
+            logger.exception("batch of %d prompts failed; searching them one by one", len(group))
+        left = 0
+        for item in group if len(group) > 1 else ():
+            try:
+                self._search_and_publish(iteration, [item])
+            except RewardServiceError:
+                raise
+            except Exception:
+                logger.exception("prompt %s failed; left pending for redelivery", item.prompt_id)
+                left += 1
+        return left if len(group) > 1 else 1
 
     def _serve_adapter(self, adapter: str, version: str) -> None:
         """Items may name the adapter they must be searched with (the trainer queues each
@@ -145,7 +170,8 @@ class GeneratorLoop:
             try:
                 images[path] = load_rgb(path)
                 ready.append(item)
-            except (OSError, ValueError) as e:  # missing, unreadable, not an image
+            except (OSError, ValueError, Image.DecompressionBombError) as e:  # missing,
+                # unreadable, not an image, or too many pixels
                 logger.error("prompt %s: cannot read image %s (%s); failed", item.prompt_id,
                              path, e)
                 self.streams.fail(item, f"cannot read image {path}: {e}")
@@ -156,7 +182,7 @@ class GeneratorLoop:
         requests = [SearchRequest(item.prompt_id, item.prompt, str(self.image_root / item.image))
                     for item in ready]
         rows_before = self.engine.step_rows
-        with self.metrics.batch_seconds.time(), _KeepAlive(self.streams, self.consumer, ready):
+        with self.metrics.batch_seconds.time():
             outcomes = search_prompts(requests, self.engine, self.relevance, self.config,
                                       images.__getitem__, iteration, self.adapter_version)
         self.metrics.tokens.inc(self.engine.step_rows - rows_before)

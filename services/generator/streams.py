@@ -34,6 +34,7 @@ FAILED = "csr:prompts:failed"    # stream of prompts given up on, with the reaso
 NO_PAIR = "csr:prompts:no-pair"  # hash: reason -> count
 LOADED = "csr:prompts:loaded"    # set of "iteration:prompt_id" already queued
 QUEUED = "csr:iterations:queued"      # hash: iteration -> prompts queued
+SEALED = "csr:iterations:sealed"      # hash: iteration -> 1 once all its prompts are queued
 FINISHED = "csr:iterations:finished"  # hash: iteration -> prompts acknowledged (pair,
                                       # no-pair or failed), each counted once
 
@@ -48,19 +49,19 @@ return 0
 """
 
 _PUBLISH = """
-local added = 0
-if ARGV[1] ~= '' then
-  if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-    redis.call('XADD', KEYS[1], '*', 'record', ARGV[2])
-    added = 1
-  end
-else
+if redis.call('XACK', KEYS[3], ARGV[3], ARGV[4]) == 0 then
+  return 0  -- finished already (by a replica that took it over, or failed): nothing to add
+end
+redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+if ARGV[1] == '' then
   redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
+  return 0
 end
-if redis.call('XACK', KEYS[3], ARGV[3], ARGV[4]) == 1 then
-  redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[1], '*', 'record', ARGV[2])
+  return 1
 end
-return added
+return 0
 """
 
 _FAIL = """
@@ -120,14 +121,22 @@ class PromptStreams:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    def enqueue(self, items: list[WorkItem]) -> int:
-        """Queue the items not queued before for their iteration; returns how many were new."""
+    def enqueue(self, items: list[WorkItem], seal: bool = True) -> int:
+        """Queue the items not queued before for their iteration; returns how many were new.
+        With seal, each iteration of the items is then marked whole: an iteration counts as
+        complete only when sealed, so a crash in the middle of queuing it (some items in,
+        others not) cannot pass for a finished iteration; queuing again completes it."""
         added = 0
         for item in items:  # marking and queuing in one atomic step: a crash loses nothing
             added += int(self._enqueue(keys=[LOADED, PROMPTS, QUEUED], args=[
                 f"{item.iteration}:{item.prompt_id}", item.prompt_id, item.prompt, item.image,
                 str(item.iteration), item.adapter, item.adapter_version]))
+        if seal and items:
+            self.redis.hset(SEALED, mapping={str(i.iteration): 1 for i in items})
         return added
+
+    def sealed(self, iteration: int) -> bool:
+        return bool(self.redis.hexists(SEALED, str(iteration)))
 
     def claim(self, consumer: str, count: int, block_ms: int = 1000) -> list[WorkItem]:
         """Up to `count` items: first this consumer's own unacknowledged ones (a replica

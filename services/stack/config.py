@@ -81,6 +81,7 @@ def load_stack_config(path: str | Path) -> StackConfig:
     run_dir = Path(data.get("run_dir", "run"))
     if not run_dir.is_absolute():
         run_dir = path.parent / run_dir
+    run_dir = run_dir.resolve()  # adapter paths in Redis must not depend on the cwd
     return StackConfig(path, run_dir, _count(data.get("reward") or {}, "workers", "reward"),
                        _count(data.get("generator") or {}, "replicas", "generator"), settings)
 

@@ -54,13 +54,16 @@ class Supervisor:
         self.services: list[Service] = []
         self._pumps: list[threading.Thread] = []
 
-    def start(self, service: Service, timeout: float) -> None:
-        """Start a service and return once it is healthy; ServiceFailed otherwise."""
+    def start(self, service: Service, timeout: float,
+              stopping: threading.Event | None = None) -> None:
+        """Start a service and return once it is healthy (or once `stopping` is set);
+        ServiceFailed otherwise."""
         service.colour = COLOURS[len(self.services) % len(COLOURS)]
         env = {**os.environ, **service.env, "PYTHONUNBUFFERED": "1"}
         service.process = subprocess.Popen(
             [sys.executable, "-m", "csr.cli", *service.command], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            errors="replace",  # a stray byte must not stop the log
             start_new_session=True)  # our Ctrl-C is ours to forward, in order
         self.services.append(service)
         pump = threading.Thread(target=self._pump, args=(service,), daemon=True)
@@ -68,6 +71,8 @@ class Supervisor:
         self._pumps.append(pump)
         deadline = time.monotonic() + timeout
         while not service.healthy():
+            if stopping is not None and stopping.is_set():
+                return
             if service.process.poll() is not None:
                 raise ServiceFailed(f"{service.name} exited with status "
                                     f"{service.process.returncode} while starting (see its log)")
@@ -77,25 +82,32 @@ class Supervisor:
         self.print_line(service.name, service.colour, "healthy")
 
     def _pump(self, service: Service) -> None:
+        """Copy the service's output to the log until it closes; never stop early, or the
+        child would block once its pipe is full."""
         for line in service.process.stdout:
-            self.print_line(service.name, service.colour, line.rstrip("\n"))
+            try:
+                self.print_line(service.name, service.colour, line.rstrip("\n"))
+            except Exception:  # a line the console cannot print is dropped, not the pump
+                logger.exception("could not print a line of %s", service.name)
 
     def exited(self) -> list[Service]:
         return [s for s in self.services if s.process is not None and s.process.poll() is not None]
 
-    def stop(self, names: list[str] | None = None, grace: float = 60.0) -> None:
-        """SIGTERM, in reverse start order (or the named ones), then SIGKILL after the grace."""
-        chosen = [s for s in reversed(self.services) if names is None or s.name in names]
-        for service in chosen:
+    def stop(self, grace: float = 60.0) -> None:
+        """Stop the services one at a time in reverse start order (the trainer, then the
+        generators, then the reward workers), each with SIGTERM and, past the grace, SIGKILL;
+        a generator's batch in hand still has its reward workers while it finishes."""
+        for service in reversed(self.services):
             if service.process.poll() is None:
                 service.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for service in chosen:
             try:
-                service.process.wait(max(0.1, deadline - time.monotonic()))
+                service.process.wait(grace)
             except subprocess.TimeoutExpired:
                 logger.warning("%s did not stop within %.0fs; killing it", service.name, grace)
-                os.killpg(service.process.pid, signal.SIGKILL)
+                try:
+                    os.killpg(service.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 service.process.wait()
         for pump in self._pumps:
             pump.join(timeout=1)

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from services import embedded_redis
 from services.stack.config import StackConfig, check_settings
 from services.stack.status import StackState, read_counts, status_line
@@ -88,13 +90,19 @@ class Stack:
         self._lock = threading.Lock()
 
     def _print(self, name: str, colour: str, line: str) -> None:
+        # A service's line is text, never markup: "[/data/a.png]" must print as it is.
         with self._lock:
-            self.console.print(f"[{colour}]{name:>12} |[/] {line}", markup=True,
+            self.console.print(f"[{colour}]{name:>12} |[/] {escape(line)}", markup=True,
                                highlight=False, soft_wrap=True)
 
     def run(self) -> int:
         run_dir = self.config.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
+        running = load_state(self.config)
+        if running and _alive(running.get("pid")):
+            self._print("csr up", "red", f"error: csr up (pid {running['pid']}) is already "
+                        f"running on {run_dir}; stop it first, or use another run_dir")
+            return 2
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self.stopping.set())
@@ -107,7 +115,7 @@ class Stack:
             for service in services:
                 if self.stopping.is_set():
                     return 0
-                self.supervisor.start(service, self.start_timeout)
+                self.supervisor.start(service, self.start_timeout, self.stopping)
             state.write(os.getpid(), url, services, read_counts(redis))
             return self._watch(redis, state)
         except ServiceFailed as e:
@@ -137,6 +145,18 @@ class Stack:
         self._print("csr up", "white", "asked to stop: in-flight work is finished or left "
                     "pending for the next `csr up`")
         return 0
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def state_path(config: StackConfig) -> Path:

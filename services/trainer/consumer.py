@@ -42,6 +42,7 @@ class PairConsumer:
     def __init__(self, client: redis.Redis, consumer: str):
         self.redis, self.consumer = client, consumer
         self._replayed = False
+        self.last_read = 0  # entries the last read got from Redis, usable or not
         try:
             client.xgroup_create(PAIRS, GROUP, id="0", mkstream=True)
         except redis.ResponseError as e:
@@ -69,7 +70,9 @@ class PairConsumer:
     def _read_group(self, start: str, count: int, block_ms: int) -> list:
         answer = self.redis.xreadgroup(GROUP, self.consumer, {PAIRS: start}, count=count,
                                        block=block_ms if start == ">" and block_ms > 0 else None)
-        return [entry for _, entries in answer or [] for entry in entries]
+        entries = [entry for _, entries in answer or [] for entry in entries]
+        self.last_read = len(entries)
+        return entries
 
     def _usable(self, entries) -> list[Delivered]:
         usable = []

@@ -31,6 +31,26 @@ from services.generator.engine import chat_prompt
 logger = logging.getLogger(__name__)
 
 
+class UpdateInterrupted(RuntimeError):
+    """The update was asked to stop; a checkpoint was saved and nothing was published."""
+
+
+def stop_callback(stop):
+    """A TrainerCallback that, once stop (a threading.Event) is set, saves a checkpoint at the
+    end of the step and ends training; the update then resumes from it next time."""
+    from transformers import TrainerCallback
+
+    class Stop(TrainerCallback):
+        interrupted = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop.is_set():
+                Stop.interrupted = True
+                control.should_save = True
+                control.should_training_stop = True
+    return Stop()
+
+
 @dataclass
 class UpdateResult:
     model: object             # the PeftModel: "default" trained, "ref" the frozen reference
@@ -86,8 +106,10 @@ def train_update(base_model, processor, previous_adapter: str | Path | None,
                  examples: Sequence[DPOExample], load_image: Callable[[str], object],
                  dpo: DPOSettings, output_dir: str | Path, *, seed: int = 0,
                  logging_dir: str | Path | None = None, checkpoint_steps: int = 0,
-                 resume: bool = False, callbacks: Sequence = ()) -> UpdateResult:
-    """Train one DPO update; with resume, continue from the newest checkpoint in output_dir."""
+                 resume: bool = False, callbacks: Sequence = (), stop=None) -> UpdateResult:
+    """Train one DPO update; with resume, continue from the newest checkpoint in output_dir.
+    If `stop` (a threading.Event) is set during training, save a checkpoint and raise
+    UpdateInterrupted."""
     from trl import DPOTrainer
 
     if not examples:
@@ -98,6 +120,9 @@ def train_update(base_model, processor, previous_adapter: str | Path | None,
     args = dpo_config(dpo, output_dir, seed=seed, checkpoint_steps=checkpoint_steps,
                       device=device)
     callbacks = list(callbacks)
+    stopper = stop_callback(stop) if stop is not None else None
+    if stopper is not None:
+        callbacks.append(stopper)
     if logging_dir is not None:
         callbacks.append(tensorboard_callback(Path(logging_dir) / output_dir.name))
     torch.manual_seed(seed)
@@ -106,6 +131,9 @@ def train_update(base_model, processor, previous_adapter: str | Path | None,
                          callbacks=callbacks)
     checkpoint = resume and any(output_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    if stopper is not None and stopper.interrupted:
+        raise UpdateInterrupted(f"update stopped at step {trainer.state.global_step} of "
+                                f"{trainer.state.max_steps}; checkpoint in {output_dir}")
     log = list(trainer.state.log_history)
     metrics: dict[str, float] = {}
     for entry in log:

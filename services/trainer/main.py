@@ -23,6 +23,7 @@ from services.generator.main import load_vlm
 from services.generator.streams import PromptStreams, load_prompt_set
 from services.health import serve_http
 from services.trainer.consumer import PairConsumer
+from services.trainer.dpo import UpdateInterrupted
 from services.trainer.service import TrainerLoop
 from services.trainer.settings import TrainerSettings
 from services.trainer.store import AdapterStore
@@ -63,14 +64,25 @@ def make_announcer(client: redis.Redis, admin_targets: list[str], timeout: float
     return announce
 
 
-def build(settings: TrainerSettings, config: CSRConfig | None = None) -> TrainerLoop:
+def load_processor(model: str):
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"cannot load the processor of {model!r}: {e}. Offline, give a "
+                           "local directory with the model, its processor and chat template") from e
+
+
+def build(settings: TrainerSettings, config: CSRConfig | None = None,
+          stop: threading.Event | None = None) -> TrainerLoop:
     config = config_from(settings, config)
     client = redis.Redis.from_url(settings.redis_url)
     prompts = PromptStreams(client)
     if settings.prompt_set:
         added = prompts.enqueue(load_prompt_set(settings.prompt_set, 1))
         logger.info("queued %d new prompts of iteration 1", added)
-    _, processor = load_vlm(settings)  # the processor, and a check that the model loads
+    processor = load_processor(settings.model)
     targets = [t.strip() for t in settings.generator_admin.split(",") if t.strip()]
     return TrainerLoop(
         prompts, PairConsumer(client, settings.consumer),
@@ -78,26 +90,34 @@ def build(settings: TrainerSettings, config: CSRConfig | None = None) -> Trainer
         lambda: load_vlm(settings)[0].train(), processor, config, settings.image_root,
         settings.base_name or settings.model, Path(settings.work_dir),
         make_announcer(client, targets), settings.seed, settings.checkpoint_steps,
-        settings.tensorboard)
+        settings.tensorboard, stop=stop)
+
+
+def _health(loop: TrainerLoop) -> tuple[bool, dict]:
+    try:
+        facts = {"iteration": loop.iteration, "adapter_version": loop.adapter_version}
+    except OSError:  # a version pruned while we read the store: ask again next time
+        facts = {}
+    return loop.healthy, {"status": "ok" if loop.healthy else "error", **facts}
 
 
 def run(settings: TrainerSettings, config: CSRConfig | None = None) -> TrainerLoop:
-    loop = build(settings, config)
-    http, port = serve_http(lambda: (loop.healthy, {"status": "ok" if loop.healthy else "error",
-                                                    "iteration": loop.iteration,
-                                                    "adapter_version": loop.adapter_version}),
-                            loop.metrics.registry, settings.http_host, settings.http_port)
-    logger.info("trainer serving /healthz and /metrics on :%d; iteration %d", port,
-                loop.iteration)
-    if loop.store.latest():  # generators that restarted catch up
-        loop.announce(str(loop.store.path(loop.store.latest())), loop.adapter_version)
     stopping = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
+    loop = build(settings, config, stopping)
+    http, port = serve_http(lambda: _health(loop), loop.metrics.registry, settings.http_host,
+                            settings.http_port)
+    logger.info("trainer serving /healthz and /metrics on :%d; iteration %d", port,
+                loop.iteration)
+    if loop.store.latest():  # generators that restarted catch up
+        loop.announce(str(loop.store.path(loop.store.latest())), loop.adapter_version)
     try:
         while not stopping.is_set() and loop.run_once(block_ms=500) != "done":
             pass
+    except UpdateInterrupted as e:  # its pairs stay unacknowledged; the next run resumes it
+        logger.info("%s", e)
     finally:
         http.shutdown()
     logger.info("trainer stopped at iteration %d, adapter version %s", loop.iteration,

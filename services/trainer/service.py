@@ -46,12 +46,17 @@ class TrainerLoop:
                  load_base: Callable[[], object], processor, config: CSRConfig,
                  image_root: str, base_name: str, work_dir: str | Path,
                  announce: Callable[[str, str], None] = lambda path, version: None,
-                 seed: int = 0, checkpoint_steps: int = 0, tensorboard: bool = False):
+                 seed: int = 0, checkpoint_steps: int = 0, tensorboard: bool = False,
+                 keep_last_model: bool = False, stop=None):
         self.prompts, self.pairs, self.store = prompts, pairs, store
         self.load_base, self.processor, self.config = load_base, processor, config
         self.image_root, self.base_name = Path(image_root), base_name
         self.work_dir, self.announce, self.seed = Path(work_dir), announce, seed
         self.checkpoint_steps, self.tensorboard = checkpoint_steps, tensorboard
+        # Tests look at the last trained model; a service must not hold a second model in
+        # memory while the next update loads a fresh base.
+        self.keep_last_model = keep_last_model
+        self.stop = stop  # a threading.Event: an update in progress checkpoints and ends
         self.metrics = TrainerMetrics()
         self.waiting: dict[str, Delivered] = {}  # entry id -> record, in delivery order
         self.updates = 0  # updates trained by this process
@@ -65,9 +70,7 @@ class TrainerLoop:
     @property
     def iteration(self) -> int:
         """The iteration being built: one after the last one a published version closed."""
-        closed = [m.get("iteration", 0) for m in map(self.store.manifest, self.store.versions())
-                  if m.get("closes_iteration")]
-        return max(closed, default=0) + 1
+        return max(self.store.closed_iterations(), default=0) + 1
 
     @property
     def adapter_version(self) -> str:
@@ -99,9 +102,11 @@ class TrainerLoop:
             self._update(list(self.waiting.values())[:every], iteration, closes=False)
             published = True
         finished, queued = self.prompts.iteration_progress(iteration)
-        if iteration_complete(finished, queued):
-            while batch := self.pairs.read(block_ms=0):  # every pair of it is in the stream
-                self._take(batch, iteration)
+        if iteration_complete(finished, queued) and self.prompts.sealed(iteration):
+            while True:  # every pair of it is in the stream: read to the end
+                self._take(self.pairs.read(block_ms=0), iteration)
+                if not self.pairs.last_read:
+                    break
             own = [d for d in self.waiting.values() if d.record.iteration <= iteration]
             if not own and (self.config.schedule.schedule == "iteration"
                             or self.store.latest() == 0):
@@ -152,7 +157,7 @@ class TrainerLoop:
         ids = [d.entry_id for d in batch]
         out = self.work_dir / f"update-{version}"
         resume = (out / "pairs.json").is_file() and json.loads(
-            (out / "pairs.json").read_text()) == ids
+            (out / "pairs.json").read_text()) == ids and any(out.glob("checkpoint-*"))
         if not resume:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
@@ -166,7 +171,7 @@ class TrainerLoop:
             [dpo_example(r, eos) for r in records], lambda p: load_rgb(str(self.image_root / p)),
             self.config.dpo, out, seed=self.seed + version, resume=resume,
             logging_dir=self.work_dir / "tensorboard" if self.tensorboard else None,
-            checkpoint_steps=self.checkpoint_steps,
+            checkpoint_steps=self.checkpoint_steps, stop=self.stop,
             callbacks=[PrometheusCallback(self.metrics, self.board, self._steps_published())])
         plot = plot_update(records, result.log, self.work_dir / "plots" / f"update-{version}.png",
                            f"update {version} (iteration {iteration}, {len(records)} pairs)")
@@ -174,11 +179,15 @@ class TrainerLoop:
                            iteration=iteration, closes_iteration=closes, pairs=len(records),
                            pair_ids=[r.pair_id for r in records], steps=result.steps,
                            metrics=result.metrics, plot=str(plot))
+        if closes:
+            self.store.close_iteration(iteration, version)
         self.pairs.ack(ids)  # only now: the adapter trained on them is durable
         for entry_id in ids:
             self.waiting.pop(entry_id, None)
         shutil.rmtree(out, ignore_errors=True)
         self.updates += 1
+        if not self.keep_last_model:
+            result.model = None
         self.last_result = result
         self.metrics.pairs.inc(len(records))
         self.metrics.updates.inc()
@@ -190,19 +199,23 @@ class TrainerLoop:
             self.board.flush()
 
     def _republish_closing(self, version: int, iteration: int) -> None:
-        """Online schedule, nothing left to train: mark the latest version as closing."""
-        self.store.update_manifest(version, closes_iteration=True, iteration=iteration)
+        """Online schedule, nothing left to train: the latest version closes the iteration."""
+        self.store.close_iteration(iteration, version)
 
     def queue_iteration(self, iteration: int) -> int:
         """Queue iteration t on iteration t-1's prompts with the adapter that closed t-1
         (idempotent; iteration 1 is queued from the prompt set by whoever loads it)."""
-        if iteration == 1 or self.prompts.iteration_progress(iteration)[1] > 0:
+        if iteration == 1 or self.prompts.sealed(iteration):
             return 0
         version = self.store.version_of_iteration(iteration - 1)
         if version is None:
             return 0
+        # The paper's schedule names the adapter every item must be searched with; online
+        # updates replace it during the iteration, so items there take whatever serves.
+        pinned = self.config.schedule.schedule == "iteration"
         items = [replace(item, iteration=iteration, entry_id="",
-                         adapter=str(self.store.path(version)), adapter_version=str(version))
+                         adapter=str(self.store.path(version)) if pinned else "",
+                         adapter_version=str(version) if pinned else "")
                  for item in self.prompts.items_of_iteration(iteration - 1)]
         added = self.prompts.enqueue(items)
         logger.info("queued iteration %d: %d prompts, adapter version %d", iteration, added,

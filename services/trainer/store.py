@@ -22,6 +22,9 @@ from services.generator.adapters import MANIFEST, write_manifest
 logger = logging.getLogger(__name__)
 
 
+CLOSED = "closed.json"  # iteration -> the version that closed it
+
+
 class StoreError(RuntimeError):
     """The adapter store cannot be used as configured; the message says how to fix it."""
 
@@ -61,21 +64,34 @@ class AdapterStore:
     def manifest(self, version: int) -> dict:
         return json.loads((self.path(version) / MANIFEST).read_text())
 
-    def update_manifest(self, version: int, **facts) -> None:
-        """Add facts to a published manifest (not its checksums), atomically."""
-        path = self.path(version) / MANIFEST
-        data = {**json.loads(path.read_text()), **facts}
-        staging = path.with_name(f".{MANIFEST}.tmp")
-        staging.write_text(json.dumps(data, indent=2, sort_keys=True))
+    def closed_iterations(self) -> dict[int, int]:
+        """Iteration -> the version that closed it. Kept in closed.json, which outlives pruned
+        versions, and completed from the manifests (a crash may come between a publication
+        and the file's update)."""
+        closed = {int(k): v for k, v in self._read_closed().items()}
+        for version in self.versions():
+            manifest = self.manifest(version)
+            if manifest.get("closes_iteration"):
+                closed.setdefault(int(manifest["iteration"]), version)
+        return closed
+
+    def close_iteration(self, iteration: int, version: int) -> None:
+        """Record that `version` closed `iteration`, atomically."""
+        closed = {**self._read_closed(), str(iteration): version}
+        staging = self.root / f".{CLOSED}.tmp"
+        staging.write_text(json.dumps(closed, indent=2, sort_keys=True))
         _fsync(staging)
-        os.replace(staging, path)
+        os.replace(staging, self.root / CLOSED)
+
+    def _read_closed(self) -> dict:
+        try:
+            return json.loads((self.root / CLOSED).read_text())
+        except FileNotFoundError:
+            return {}
 
     def version_of_iteration(self, iteration: int) -> int | None:
         """The version published at the end of `iteration`, if any."""
-        for version in reversed(self.versions()):
-            if self.manifest(version).get("iteration") == iteration:
-                return version
-        return None
+        return self.closed_iterations().get(iteration)
 
     def publish(self, save, version: int, base_model: str, **facts) -> Path:
         """save(directory) writes the adapter; returns the published version's directory."""

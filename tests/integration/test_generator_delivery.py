@@ -113,3 +113,22 @@ def test_a_replica_restarted_under_its_name_takes_its_own_prompts_back_at_once(r
     assert [i.prompt_id for i in after.claim("generator-1", 5, block_ms=1)] == ["p0", "p1"]
     assert [i.prompt_id for i in after.claim("generator-1", 5, block_ms=1)] == ["p2"]
     assert PromptStreams(redis).claim("generator-2", 5, block_ms=1) == []  # not someone else's
+
+
+def test_a_prompt_finished_elsewhere_gets_no_late_pair(redis):
+    streams = PromptStreams(redis, reclaim_after_ms=1, max_deliveries=1)
+    streams.enqueue([WorkItem("p", "describe .", "x.png", 1)])
+    [slow] = streams.claim("a", 1, block_ms=1)
+    time.sleep(0.01)
+    assert streams.claim("b", 1, block_ms=1) == []  # delivered twice: failed
+    assert streams.publish(slow, record("p", "base")) is False  # "a" finishes late
+    assert streams.pairs() == [] and streams.iteration_progress(1) == (1, 1)
+
+
+def test_an_iteration_counts_as_queued_only_once_sealed(redis):
+    streams = PromptStreams(redis)
+    items = [WorkItem(f"p{i}", "describe .", "x.png", 3) for i in range(3)]
+    streams.enqueue(items[:2], seal=False)  # a crash in the middle of queuing
+    assert not streams.sealed(3) and streams.iteration_progress(3) == (0, 2)
+    assert streams.enqueue(items) == 1  # queuing again adds the rest, then seals
+    assert streams.sealed(3) and streams.iteration_progress(3) == (0, 3)

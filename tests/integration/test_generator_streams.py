@@ -332,6 +332,24 @@ def test_a_failing_batch_leaves_its_prompts_pending_and_the_loop_running(world):
     assert healthy.run_once(block_ms=10) == 3  # the next batch is served
 
 
+def test_a_prompt_that_breaks_its_batch_is_retried_alone_and_the_others_finish(world):
+    redis, prompt_set, images, client, engine = world
+
+    def fragile(image_ref, sentences):
+        if image_ref.endswith("0001.png"):
+            raise ValueError("this image breaks the model (simulated)")
+        return client.relevance(image_ref, sentences)
+
+    generator = GeneratorLoop(PromptStreams(redis), engine, fragile, CONFIG, str(images), "g",
+                              batch_size=3)
+    generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:3])
+    assert generator.run_once(block_ms=10) == 2  # 0000 and 0002 finished, 0001 left pending
+    assert generator.streams.pending() == 1
+    finished = {r.prompt_id for r in generator.streams.pairs()}
+    assert "0001" not in finished
+    assert len(finished) + sum(generator.streams.no_pairs().values()) == 2
+
+
 def test_a_batch_slower_than_the_reclaim_time_is_not_taken_over(world):
     import threading
 

@@ -72,7 +72,7 @@ def test_the_reference_is_the_previous_iterations_model(world):
     from safetensors.torch import load_file
 
     config = replace(CONFIG, dpo=replace(CONFIG.dpo, batch_size=4))  # one step = every pair
-    trainer = world.trainer(config=config)
+    trainer = world.trainer(config=config, keep_last_model=True)
     world.queue()
     run_iteration(trainer, world, 1)
     records = world.answer()  # iteration 2, queued by the trainer with adapter 1
@@ -194,7 +194,14 @@ def test_online_schedule_trains_every_n_pairs_and_drops_stale_ones(world):
     world.answer(count=2)  # made by "base", now one version behind with max_staleness 0
     assert trainer.run_once(block_ms=1) == "published"  # the iteration closes on version 1
     assert trainer.pairs.stale_count() == 2 and trainer.store.versions() == [1]
-    assert trainer.iteration == 2 and trainer.store.manifest(1)["closes_iteration"]
+    assert trainer.iteration == 2 and trainer.store.version_of_iteration(1) == 1
+    [item] = world.prompts.claim("gen", 1, block_ms=1)  # iteration 2: whatever adapter serves
+    assert (item.iteration, item.adapter, item.adapter_version) == (2, "", "")
+    trainer.store.keep = 1  # the version that closed iteration 1 is pruned...
+    trainer.store.publish(lambda d: (d / "adapter_model.safetensors").write_bytes(b"x"), 2,
+                          "tiny-llava")
+    assert trainer.store.versions() == [2]
+    assert trainer.iteration == 2 and trainer.store.version_of_iteration(1) == 1  # ...not lost
 
 
 def test_a_published_adapter_is_loaded_by_a_running_generator_and_changes_its_output(world):
@@ -269,3 +276,31 @@ def test_a_trainer_killed_mid_update_resumes_from_its_checkpoint(world, tmp_path
             assert torch.allclose(a[name], b[name], atol=1e-6), name
     finally:
         embedded_redis.stop(other.redis)
+
+
+def test_a_stop_request_mid_update_checkpoints_publishes_nothing_and_resumes(world, monkeypatch):
+    import threading
+
+    from services.trainer.dpo import UpdateInterrupted
+    from services.trainer.observe import PrometheusCallback
+
+    config = replace(CONFIG, dpo=replace(CONFIG.dpo, epochs=2))  # 4 pairs, batch 2: 4 steps
+    stop, steps = threading.Event(), []
+    real = PrometheusCallback.on_step_end
+
+    def sigterm_at_step_2(self, args, state, control, **kwargs):
+        steps.append(state.global_step)
+        if state.global_step == 2:
+            stop.set()  # what SIGTERM does in `csr train`
+        return real(self, args, state, control, **kwargs)
+    monkeypatch.setattr(PrometheusCallback, "on_step_end", sigterm_at_step_2)
+    world.queue()
+    world.answer()
+    with pytest.raises(UpdateInterrupted, match="step 2 of 4"):
+        world.trainer(config=config, stop=stop).run_once(block_ms=1)  # no checkpoint_steps
+    assert (world.root / "work" / "update-1" / "checkpoint-2").is_dir()
+    assert world.redis.xpending("csr:pairs", "trainers")["pending"] == 4
+    resumed = world.trainer(config=config)
+    assert resumed.store.versions() == []
+    assert resumed.run_once(block_ms=1) == "published"
+    assert steps == [1, 2, 3, 4] and resumed.store.manifest(1)["steps"] == 4
