@@ -38,6 +38,9 @@ def _add_service_commands() -> None:
     from services.stack.cli import status_command, up_command
 
     app.command("up")(up_command)
+    from services.toyworld.cli import toyworld_app
+
+    app.add_typer(toyworld_app, name="toyworld")
     app.command("status")(status_command)
 
 

@@ -1,0 +1,58 @@
+"""`csr toyworld build` on a small recipe: saved in the standard formats, rebuilt to the same
+bits from the seed, reused when current, and loaded by the reward service and the generator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from csr.toyworld.world import WorldConfig
+from services.toyworld.build import ToyWorldRecipe, build_toyworld
+from services.toyworld.clip import ClipRecipe
+from services.toyworld.vlm import VLMRecipe
+
+SMALL = ToyWorldRecipe(WorldConfig(), ClipRecipe(images=256, steps=12, batch=32),
+                       VLMRecipe(captions=96, epochs=1, batch=32))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_toyworld(tmp_path_factory.mktemp("toy"), seed=3, recipe=SMALL, progress=False)
+
+
+def test_a_rebuild_from_the_seed_gives_the_same_bits_and_a_current_build_is_reused(
+        built, tmp_path, monkeypatch):
+    again = build_toyworld(tmp_path, seed=3, recipe=SMALL, progress=False)
+    assert again.record["sha256"] == built.record["sha256"]
+    other = build_toyworld(tmp_path / "other", seed=4, recipe=SMALL, progress=False)
+    assert other.record["sha256"] != built.record["sha256"]
+    import services.toyworld.build as build
+    monkeypatch.setattr(build, "train_clip", lambda *a, **k: pytest.fail("retrained"))
+    assert build_toyworld(tmp_path, seed=3, recipe=SMALL, progress=False).record == again.record
+    (tmp_path / "vlm" / "model.safetensors").write_bytes(b"damaged")
+    monkeypatch.undo()
+    repaired = build_toyworld(tmp_path, seed=3, recipe=SMALL, progress=False)
+    assert repaired.record["sha256"] == built.record["sha256"]
+    assert json.loads((tmp_path / "toyworld.json").read_text())["seed"] == 3
+
+
+def test_the_reward_service_and_the_generator_load_them_like_real_models(built):
+    from csr.search import Prefix, SearchRequest
+    from csr.config import SearchConfig
+    from csr.toyworld.world import render, scenes
+    from services.generator.engine import VLMEngine
+    from services.generator.main import load_vlm
+    from services.generator.settings import GeneratorSettings
+    from services.reward.models import load_backend
+
+    clip = load_backend("hf", str(built.clip), "", "cpu", "fp32")
+    scene = scenes(0, 1)[0]
+    assert clip.info.image_size == 32
+    model, processor = load_vlm(GeneratorSettings(model=str(built.vlm)))
+    engine = VLMEngine(model, processor, SearchConfig(num_beams=2, num_beam_groups=2,
+                                                      max_new_tokens=6))
+    request = SearchRequest("p", "Describe the image.", "x")
+    engine.encode_prompt("p", request.prompt, render(scene))
+    [candidates] = engine.expand([Prefix(request, ())])
+    assert len(candidates) == 2 and all(c.token_logprobs for c in candidates)
