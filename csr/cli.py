@@ -38,9 +38,10 @@ def _add_service_commands() -> None:
     from services.stack.cli import status_command, up_command
 
     app.command("up")(up_command)
-    from services.toyworld.cli import toyworld_app
+    from services.toyworld.cli import eval_command, toyworld_app
 
     app.add_typer(toyworld_app, name="toyworld")
+    app.command("eval")(eval_command)
     app.command("status")(status_command)
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from csr.toyworld.world import WorldConfig, biased_caption, render, scenes
+from csr.evaluation.metrics import question
+from csr.toyworld.world import PAIRS, SHAPES, WorldConfig, biased_caption, render, scenes
 from services.generator.engine import chat_prompt
 from services.toyworld.tokenizer import CHAT_TEMPLATE, PROMPTS
 
@@ -29,6 +30,7 @@ class VLMRecipe:
     hidden: int = 128
     layers: int = 2
     heads: int = 4
+    qa_fraction: float = 0.3  # examples that are yes/no questions (POPE's format)
 
 
 def processor_for(tokenizer, clip_model, world: WorldConfig):
@@ -71,8 +73,7 @@ def train_vlm(tokenizer, clip_model, seed: int, recipe: VLMRecipe = VLMRecipe(),
     processor = processor_for(tokenizer, clip_model, world)
     rng = random.Random(seed)
     data = scenes(seed + 1, recipe.captions, world)  # other scenes than the CLIP's
-    examples = [(render(s, world), rng.choice(PROMPTS), biased_caption(s, rng, world))
-                for s in data]
+    examples = [(render(s, world), *_example(s, rng, recipe, world)) for s in data]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=recipe.lr)
     steps = recipe.epochs * -(-len(examples) // recipe.batch)
@@ -89,6 +90,18 @@ def train_vlm(tokenizer, clip_model, seed: int, recipe: VLMRecipe = VLMRecipe(),
             schedule.step()
             progress(1)
     return model.eval(), processor
+
+
+def _example(scene, rng: random.Random, recipe: VLMRecipe, world: WorldConfig):
+    """(prompt, answer): a description, or a yes/no question answered with the same prior
+    (a trigger's absent partner is said to be there with probability prior_p)."""
+    if rng.random() >= recipe.qa_fraction:
+        return rng.choice(PROMPTS), biased_caption(scene, rng, world)
+    shape = rng.choice(SHAPES)
+    primed = any(PAIRS.get(t) == shape for t in scene.shapes)
+    yes = shape in scene.shapes or (primed and rng.random() < world.prior_p)
+    answer = f"Yes, there is a {shape}." if yes else f"No, there is no {shape}."
+    return question(shape), answer
 
 
 def answer_batch(processor, examples, lengths: dict[str, int]) -> dict:

@@ -56,3 +56,23 @@ def test_the_reward_service_and_the_generator_load_them_like_real_models(built):
     engine.encode_prompt("p", request.prompt, render(scene))
     [candidates] = engine.expand([Prefix(request, ())])
     assert len(candidates) == 2 and all(c.token_logprobs for c in candidates)
+
+
+def test_eval_scores_a_model_and_an_adapter_on_held_out_scenes(built, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
+    from services.toyworld.evaluate import evaluate, load_model
+
+    base = evaluate(built.vlm, count=12)
+    assert base["scenes"] == 12 and base["chair"]["captions"] == 12
+    assert 0 <= base["chair"]["chair_s"] <= 1 and 0 <= base["chair"]["recall"] <= 1
+    assert set(base["pope"]) == {"random", "popular", "adversarial"}
+    assert all(p["questions"] >= 12 for p in base["pope"].values())
+    model, _ = load_model(built.vlm)
+    noisy = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, init_lora_weights=False,
+                                             target_modules=LANGUAGE_MODEL_LINEAR_LAYERS))
+    noisy.save_pretrained(str(tmp_path / "adapter"))
+    shifted = evaluate(built.vlm, tmp_path / "adapter", count=12)
+    assert shifted["adapter"] == str(tmp_path / "adapter")
+    assert shifted["examples"] != base["examples"]  # the adapter is applied
