@@ -7,7 +7,6 @@ and when a schedule trains. The trainer service does the I/O around these.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from csr.config import ScheduleConfig
@@ -32,10 +31,6 @@ def version_number(version: str) -> int:
     if number < 1 or str(number) != version:
         raise VersionError(f"adapter version {version!r} must be 'base' or 1, 2, 3, ...")
     return number
-
-
-def version_name(number: int) -> str:
-    return BASE_VERSION if number == 0 else str(number)
 
 
 def is_stale(record: PreferenceRecord, current_version: int, schedule: ScheduleConfig) -> bool:
@@ -70,12 +65,3 @@ def online_batches(waiting: int, schedule: ScheduleConfig) -> int:
 def iteration_complete(finished: int, queued: int) -> bool:
     """An iteration is complete when every queued prompt has a pair, a no-pair or a failure."""
     return queued > 0 and finished >= queued
-
-
-def split_stale(records: Sequence[PreferenceRecord], current_version: int,
-                schedule: ScheduleConfig) -> tuple[list[int], list[int]]:
-    """Indices of the records to train on and of those too stale to use."""
-    keep, stale = [], []
-    for index, record in enumerate(records):
-        (stale if is_stale(record, current_version, schedule) else keep).append(index)
-    return keep, stale
