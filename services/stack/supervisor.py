@@ -93,21 +93,31 @@ class Supervisor:
     def exited(self) -> list[Service]:
         return [s for s in self.services if s.process is not None and s.process.poll() is not None]
 
-    def stop(self, grace: float = 60.0) -> None:
-        """Stop the services one at a time in reverse start order (the trainer, then the
-        generators, then the reward workers), each with SIGTERM and, past the grace, SIGKILL;
-        a generator's batch in hand still has its reward workers while it finishes."""
-        for service in reversed(self.services):
-            if service.process.poll() is None:
-                service.process.send_signal(signal.SIGTERM)
-            try:
-                service.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop within %.0fs; killing it", service.name, grace)
-                try:
-                    os.killpg(service.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                service.process.wait()
+    def stop(self, grace: float = 60.0, last: Callable[[Service], bool] = lambda s: False
+             ) -> None:
+        """Stop the services in two waves, each with SIGTERM to all of its services at once
+        and, past the grace, SIGKILL: first every service `last` does not pick (the trainer
+        and the generators: they stop taking work at once and finish what they hold), then the
+        others (the reward workers, which the generators' last batches still need)."""
+        front = [s for s in reversed(self.services) if not last(s)]
+        for wave in (front, [s for s in reversed(self.services) if last(s)]):
+            for service in wave:
+                if service.process.poll() is None:
+                    service.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for service in wave:
+                self._wait_or_kill(service, max(0.1, deadline - time.monotonic()), grace)
         for pump in self._pumps:
             pump.join(timeout=1)
+
+    @staticmethod
+    def _wait_or_kill(service: Service, timeout: float, grace: float) -> None:
+        try:
+            service.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop within %.0fs; killing it", service.name, grace)
+            try:
+                os.killpg(service.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            service.process.wait()

@@ -123,7 +123,8 @@ class Stack:
             return 1
         finally:
             self._print("csr up", "white", "stopping services")
-            self.supervisor.stop(grace=self.grace)
+            self.supervisor.stop(grace=self.grace,
+                                 last=lambda service: service.name.startswith("reward"))
             state.remove()
             embedded_redis.stop(redis)
             self._print("csr up", "white", "stopped")
@@ -131,7 +132,7 @@ class Stack:
     def _watch(self, redis, state: StackState) -> int:
         """Until the trainer is done, a service fails, or we are asked to stop."""
         last_status = 0.0
-        while not self.stopping.wait(0.5):
+        while not self.stopping.wait(0.1):
             for service in self.supervisor.exited():
                 code = service.process.returncode
                 if service.name == "trainer" and code == 0:

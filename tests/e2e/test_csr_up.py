@@ -21,7 +21,7 @@ from services import embedded_redis
 from services.generator.streams import PromptStreams
 from tests.e2e.world import save_world
 
-PROMPTS = 6
+PROMPTS = 8  # batches of 2: a stop mid-iteration leaves some undone
 
 
 def write_world(root):
