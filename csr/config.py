@@ -241,6 +241,37 @@ class CSRConfig:
                      f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
 
     @classmethod
+    def from_dict(cls, data: dict) -> CSRConfig:
+        """A config from plain data (a YAML or JSON file's): `preset` ("paper" or
+        "authors-code") picks the base, then `iterations` and the sections `search`,
+        `reward`, `selection`, `dpo`, `schedule` override single fields. Unknown keys are
+        refused by name."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"an algorithm config is a mapping, not {type(data).__name__}")
+        sections = {"search": SearchConfig, "reward": RewardConfig, "selection": SelectionConfig,
+                    "dpo": DPOSettings, "schedule": ScheduleConfig}
+        unknown = set(data) - {"preset", "iterations", *sections}
+        _require(not unknown, f"unknown algorithm config keys {sorted(unknown)}; use preset, "
+                 f"iterations, {', '.join(sections)}")
+        preset = data.get("preset", "paper")
+        _require(preset in ("paper", "authors-code"),
+                 f"preset={preset!r} must be 'paper' or 'authors-code'")
+        config = cls.authors_code() if preset == "authors-code" else cls()
+        changes = {}
+        for name, kind in sections.items():
+            fields = data.get(name) or {}
+            _require(isinstance(fields, dict), f"{name} must be a mapping of its fields")
+            known = set(kind.__dataclass_fields__)
+            strange = set(fields) - known
+            _require(not strange, f"{name} has no fields {sorted(strange)}; it has "
+                     f"{', '.join(sorted(known))}")
+            if fields:
+                changes[name] = replace(getattr(config, name), **fields)
+        if "iterations" in data:
+            changes["iterations"] = data["iterations"]
+        return replace(config, **changes)
+
+    @classmethod
     def authors_code(cls) -> CSRConfig:
         """The released code's behaviour: self-score search, ranks, path mean, 70 tokens."""
         base = cls()

@@ -22,3 +22,6 @@ class VLMSettings(BaseSettings):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on CUDA, fp32 on CPU.")
     redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the streams.")
+    algorithm: str = Field("", description="YAML/JSON file of algorithm settings (preset, "
+                           "iterations, search, reward, selection, dpo, schedule); empty: the "
+                           "paper's defaults.")

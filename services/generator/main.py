@@ -19,6 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from csr.config import CSRConfig
+from services.algorithm import load_algorithm
 from services.generator.adapters import AdapterSlot
 from services.generator.admin import AdapterSubscriber, create_server
 from services.generator.engine import VLMEngine
@@ -70,7 +71,7 @@ def _progress_bar(enabled: bool, streams: PromptStreams):
 
 
 def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> GeneratorLoop:
-    config = config or CSRConfig()
+    config = config or load_algorithm(settings.algorithm)
     model, processor = load_vlm(settings)
     slot = AdapterSlot(model, settings.base_name or settings.model)
     if settings.adapter:

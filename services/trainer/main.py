@@ -17,7 +17,8 @@ from pathlib import Path
 import grpc
 import redis
 
-from csr.config import CSRConfig, ScheduleConfig
+from csr.config import CSRConfig
+from services.algorithm import load_algorithm
 from services.generator.admin import announce_adapter
 from services.generator.main import load_vlm
 from services.generator.streams import PromptStreams, load_prompt_set
@@ -32,14 +33,17 @@ logger = logging.getLogger(__name__)
 
 
 def config_from(settings: TrainerSettings, base: CSRConfig | None = None) -> CSRConfig:
-    """The algorithm config with the deployment's training overrides applied."""
-    base = base or CSRConfig()
-    dpo = replace(base.dpo, learning_rate=settings.learning_rate, epochs=settings.epochs,
-                  batch_size=settings.batch_size, lora_r=settings.lora_r,
-                  lora_alpha=settings.lora_alpha,
-                  gradient_accumulation_steps=settings.gradient_accumulation_steps)
-    schedule = ScheduleConfig(settings.schedule, settings.online_every, settings.max_staleness)
-    return replace(base, iterations=settings.iterations, dpo=dpo, schedule=schedule)
+    """The algorithm config (the settings' file, or base) with the training settings this
+    deployment set explicitly applied on top."""
+    base = base or load_algorithm(settings.algorithm)
+    given = settings.model_fields_set
+    dpo = replace(base.dpo, **{name: getattr(settings, name) for name in (
+        "learning_rate", "epochs", "batch_size", "lora_r", "lora_alpha",
+        "gradient_accumulation_steps") if name in given})
+    schedule = replace(base.schedule, **{name: getattr(settings, name) for name in (
+        "schedule", "online_every", "max_staleness") if name in given})
+    iterations = settings.iterations if "iterations" in given else base.iterations
+    return replace(base, iterations=iterations, dpo=dpo, schedule=schedule)
 
 
 def make_announcer(client: redis.Redis, admin_targets: list[str], timeout: float = 120.0):

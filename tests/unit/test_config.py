@@ -68,3 +68,22 @@ def test_bad_settings_are_refused_by_name(kind, kwargs, named):
 
 def test_group_beam_divisibility_is_only_checked_for_group_beam():
     assert SearchConfig(expansion="sample", num_beams=6, num_beam_groups=4).num_beams == 6
+
+
+def test_algorithm_settings_from_plain_data():
+    from csr.config import CSRConfig
+
+    config = CSRConfig.from_dict({"preset": "authors-code", "iterations": 2,
+                                  "search": {"expansion": "sample", "temperature": 0.7},
+                                  "reward": {"lam": 0.0}, "dpo": {"learning_rate": 5e-4}})
+    assert config.search.mode == "authors-code" and config.search.max_new_tokens == 70
+    assert (config.search.expansion, config.search.temperature) == ("sample", 0.7)
+    assert config.reward.lam == 0.0 and config.reward.normalization == "rank"
+    assert config.dpo.learning_rate == 5e-4 and config.iterations == 2
+    assert CSRConfig.from_dict({}) == CSRConfig()
+    with pytest.raises(ValueError, match=r"unknown algorithm config keys \['serch'\]"):
+        CSRConfig.from_dict({"serch": {}})
+    with pytest.raises(ValueError, match=r"search has no fields \['beams'\]"):
+        CSRConfig.from_dict({"search": {"beams": 3}})
+    with pytest.raises(ValueError, match="lam"):
+        CSRConfig.from_dict({"reward": {"lam": 2.0}})
