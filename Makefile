@@ -34,8 +34,10 @@ test: install compose-tool
 test-unit: install
 	$(PY) -m pytest tests/unit
 
+# The main job: build (or reuse) the toy world's models, run 3 CSR iterations through
+# `csr up`, evaluate the base model and every iteration, print the table and the plot's path.
 demo: install
-	$(VENV)/bin/csr demo
+	$(VENV)/bin/csr toyworld run --out runs/toyworld
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info csr/v1

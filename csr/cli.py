@@ -42,6 +42,10 @@ def _add_service_commands() -> None:
 
     app.add_typer(toyworld_app, name="toyworld")
     app.command("eval")(eval_command)
+    from services.evaluation.cli import chair_command, pope_command
+
+    app.command("chair")(chair_command)
+    app.command("pope")(pope_command)
     app.command("status")(status_command)
 
 

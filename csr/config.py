@@ -68,6 +68,12 @@ class SearchConfig:
     max_new_tokens: tokens per candidate sentence (the paper: 74).
     max_sentences / max_response_tokens: caps per response. The released code stops at
         1,024 characters of prompt plus response, about 250 tokens of response for LLaVA.
+    min_words: a candidate with fewer words is a fragment, not a sentence, and is dropped
+        (1, the default, keeps any candidate with a letter or digit). Diverse beam search
+        forces later groups off the likeliest token; a model that knows one way to begin a
+        sentence then offers fragments ("No.", "cross.") that CLIP scores 0, and they crowd
+        out the hallucinated prefixes the bottom-k places are for. Keep 1 for models whose
+        output has short items (LLaVA's "1." list numbers would be dropped at 2).
     """
 
     mode: SearchMode = "paper"
@@ -83,6 +89,7 @@ class SearchConfig:
     max_new_tokens: int = 74
     max_sentences: int = 16
     max_response_tokens: int = 256
+    min_words: int = 1
 
     def __post_init__(self) -> None:
         _require_choice("mode", self.mode, SEARCH_MODES)
@@ -107,6 +114,7 @@ class SearchConfig:
         _require_int_at_least("max_new_tokens", self.max_new_tokens, 1)
         _require_int_at_least("max_sentences", self.max_sentences, 1)
         _require_int_at_least("max_response_tokens", self.max_response_tokens, 1)
+        _require_int_at_least("min_words", self.min_words, 1)
 
 
 @dataclass(frozen=True)
@@ -120,14 +128,23 @@ class RewardConfig:
     normalization: "raw" combines the values themselves (the paper). "rank" replaces R_T and
         R_I by their ranks among sibling candidates (best of n = 1/n, worst = 1) before
         combining, as the released code does; see `csr.rewards.sibling_ranks`.
+    end_relevance: None (the paper and the released code say nothing of it) lets a response
+        end for free: the end-of-response candidate adds no sentence, so the path keeps the
+        reward of what it said. A number scores the end as a sentence of its own, with R_T
+        from the end token's probability (the model's own wish to stop) and this R_I; it then
+        competes with the sibling sentences and counts in the path's reward, so under the
+        path mean another sentence is worth writing only if it scores above stopping.
     """
 
     lam: float = 0.9
     self_score: SelfScore = "product"
     normalization: Normalization = "raw"
+    end_relevance: float | None = None
 
     def __post_init__(self) -> None:
         _require_finite("lam", self.lam, 0.0, 1.0)
+        if self.end_relevance is not None:
+            _require_finite("end_relevance", self.end_relevance, 0.0, 100.0)
         _require_choice("self_score", self.self_score, SELF_SCORES)
         _require_choice("normalization", self.normalization, NORMALIZATIONS)
 

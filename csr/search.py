@@ -19,8 +19,15 @@ Modes (SearchConfig.mode):
 
 Edge cases, decided here once:
 - A candidate whose text has no letter or digit is empty. With the end-of-response flag it
-  ends its prefix's response as it stands; otherwise it is dropped.
+  ends its prefix's response: as it stands by default, or, with RewardConfig.end_relevance
+  set, as a scored sentence "" of its own (R_T from the end token, R_I = end_relevance) that
+  competes with its siblings and counts in the path's reward. Otherwise it is dropped, and so
+  is an end before the first sentence (a response says something).
 - Siblings with the same stripped text are duplicates: the first (the expander's best) stays.
+  A candidate with fewer than SearchConfig.min_words words is a fragment and is dropped.
+  A candidate that repeats a sentence of its own prefix is dropped too: a response that says
+  the same thing twice gains no reward for it (the path mean would otherwise pay for
+  "There is a ring. There is a ring." as much as for the true sentence once).
 - A candidate that ends the response, lacks the sentence marker (it hit the token cap), or
   reaches the sentence or token cap finishes its path. Every finished candidate is kept,
   as in the released code; only unfinished ones compete for the keep_top/keep_bottom places.
@@ -143,6 +150,10 @@ def _is_empty(text: str) -> bool:
     return not any(ch.isalnum() for ch in text)
 
 
+def _word_count(text: str) -> int:
+    return sum(1 for word in text.split() if any(ch.isalnum() for ch in word))
+
+
 def _check_candidate(candidate: Any, where: str) -> None:
     if not isinstance(candidate, Candidate):
         raise ExpansionError(f"{where} is a {type(candidate).__name__}, not a Candidate")
@@ -200,7 +211,9 @@ class _PromptSearch:
         self.live: list[Prefix] = [Prefix(request, ())]
         self.finished: list[FinishedPath] = []
         self.groups: list[list[tuple[str, float]]] = []  # group -> [(sentence, R_T)]
-        self.relevance_memo: dict[str, float] = {}
+        # The scored end of a response (RewardConfig.end_relevance) is the sentence "".
+        self.relevance_memo: dict[str, float] = (
+            {} if reward.end_relevance is None else {"": reward.end_relevance})
         self.kept_per_step: list[tuple[str, ...]] = []
         self.expansions = 0
         self._pending: list[tuple[Prefix, list[Candidate]]] = []
@@ -234,17 +247,25 @@ class _PromptSearch:
 
     def _clean(self, prefix: Prefix, candidates: Sequence[Candidate]) -> list[Candidate]:
         kept: list[Candidate] = []
-        seen: set[str] = set()
-        ends_here = False
+        seen = {s.sentence for s in prefix.sentences}  # a response does not repeat itself
+        end: Candidate | None = None
         for candidate in candidates:
             sentence = candidate.text.strip()
             if _is_empty(sentence):
-                ends_here = ends_here or candidate.ends_response
-            elif sentence not in seen:
+                if candidate.ends_response and end is None:
+                    end = candidate
+            elif sentence not in seen and _word_count(sentence) >= self.search.min_words:
                 seen.add(sentence)
                 kept.append(candidate)
-        if prefix.sentences and (ends_here or not kept):
-            reason = "end_of_response" if ends_here else "no_continuation"
+        if not prefix.sentences:
+            return kept  # a response needs a sentence before it can end
+        if end is not None and self.reward.end_relevance is not None:
+            if not end.token_logprobs:
+                raise ExpansionError(f"the end-of-response candidate of {prefix.text!r} has no "
+                                     "token log-probs; end_relevance scores the end token's R_T")
+            return kept + [Candidate("", end.token_logprobs, ends_response=True)]
+        if end is not None or not kept:
+            reason = "end_of_response" if end is not None else "no_continuation"
             self.finished.append(FinishedPath(prefix.sentences, reason))
         return kept
 

@@ -22,8 +22,15 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+_IRREGULAR = {"men": "man", "women": "woman", "mice": "mouse", "geese": "goose",
+              "buses": "bus", "knives": "knife", "scissors": "scissors", "glasses": "glass",
+              "teeth": "tooth", "feet": "foot"}
+
+
 def singular(word: str) -> str:
     """Fold the plurals captions use ('circles', 'boxes', 'people' stays): enough for CHAIR."""
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
     if word.endswith(("ches", "shes", "xes", "sses")):

@@ -57,3 +57,39 @@ def eval_command(
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=2))
+
+
+@toyworld_app.command("run")
+def run_command(
+    out: Annotated[Path, typer.Option(help="Experiment directory (models, prompts, runs, "
+                                      "results).")] = Path("runs/toyworld"),
+    seed: Annotated[list[int], typer.Option(help="Seed of the models and of CSR; repeat for "
+                                            "several.")] = [0],  # noqa: B006
+    variant: Annotated[list[str], typer.Option(help="csr (the defaults), lambda-0, lambda-1, "
+                                               "sample, sum, mean-logprob, authors-code; "
+                                               "repeat for several.")] = ["csr"],  # noqa: B006
+    iterations: Annotated[int, typer.Option(help="CSR iterations T.")] = 3,
+    prompts: Annotated[int, typer.Option(help="Training prompts per iteration.")] = 300,
+    eval_scenes: Annotated[int, typer.Option(help="Held-out scenes evaluated.")] = 200,
+    logs: Annotated[str, typer.Option(help="terminal: show csr up's combined log; file: "
+                                      "write it to each run's up.log.")] = "terminal",
+) -> None:
+    """Run CSR on the toy world through `csr up` for each variant and seed, evaluate the base
+    model and every iteration, and print the results table and the plot's path."""
+    from services.toyworld.experiment import (ExperimentError, RunPlan, run_experiments,
+                                              variant_overrides)
+
+    if logs not in ("terminal", "file"):
+        raise typer.BadParameter(f"{logs!r} is not terminal or file", param_hint="--logs")
+    try:
+        for name in variant:
+            variant_overrides(name)
+        plan = RunPlan(prompts=prompts, iterations=iterations, eval_scenes=eval_scenes)
+    except ExperimentError as e:
+        raise typer.BadParameter(str(e)) from e
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run_experiments(out.resolve(), seed, variant, plan, logs == "file")
+    except ExperimentError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e

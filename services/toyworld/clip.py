@@ -25,14 +25,15 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass(frozen=True)
 class ClipRecipe:
-    images: int = 8000
-    steps: int = 600
+    images: int = 16000
+    steps: int = 1500
     batch: int = 128
     lr: float = 3e-3
-    width: int = 64
+    width: int = 96
     layers: int = 2
     heads: int = 4
     patch: int = 8
+    junk_per_step: int = 16  # non-sentences per step that must match no image (0: none)
 
 
 def pixels(images) -> torch.Tensor:
@@ -72,8 +73,10 @@ def train_clip(tokenizer, seed: int, recipe: ClipRecipe = ClipRecipe(),
     rng = random.Random(seed)
     for step in range(recipe.steps):
         rows = rng.sample(range(len(data)), recipe.batch)
+        junk = tokenizer(junk_texts(tokenizer, rng, recipe.junk_per_step), padding=True,
+                         return_tensors="pt") if recipe.junk_per_step else None
         loss = _loss(model, images[rows], present[rows], [data[r] for r in rows], shape_tokens,
-                     tokenizer, bias, rng)
+                     tokenizer, bias, rng, junk)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -82,7 +85,26 @@ def train_clip(tokenizer, seed: int, recipe: ClipRecipe = ClipRecipe(),
     return model.eval()
 
 
-def _loss(model, batch, present, batch_scenes, shape_tokens, tokenizer, bias, rng):
+FIXED_JUNK = ("", "Yes.", "No.", "There is a.", "There is a", "There is", "Describe the image.")
+
+
+def junk_texts(tokenizer, rng: random.Random, count: int) -> list[str]:
+    """Texts that claim no object: fragments, one-word answers, and the sentence frame with
+    random tokens for an object. A real CLIP has seen such text next to unrelated images; the
+    toy one must learn it too, or a model's garbled candidate would out-score a sentence about
+    an absent object."""
+    specials = set(tokenizer.all_special_ids)
+    ids = [i for i in range(len(tokenizer)) if i not in specials]
+    out = list(FIXED_JUNK[:count])
+    while len(out) < count:
+        filler = tokenizer.decode(rng.sample(ids, rng.randint(1, 2)))
+        text = f"There is a{rng.choice(['', ' '])}{filler}{rng.choice(['.', ''])}"
+        if not any(shape in text for shape in SHAPES):
+            out.append(text)
+    return out
+
+
+def _loss(model, batch, present, batch_scenes, shape_tokens, tokenizer, bias, rng, junk=None):
     flip = torch.rand(len(batch)) < 0.5  # horizontal flips keep every object's identity
     batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
     own = [sentence(rng.choice(sorted(s.shapes))) for s in batch_scenes]
@@ -98,7 +120,12 @@ def _loss(model, batch, present, batch_scenes, shape_tokens, tokenizer, bias, rn
     shapes = torch.nn.functional.normalize(_text_features(model, shape_tokens), dim=-1)
     sig = torch.nn.functional.binary_cross_entropy_with_logits(scale * image @ shapes.T + bias,
                                                                present)
-    return info_nce + sig
+    if junk is None:
+        return info_nce + sig
+    nothing = torch.nn.functional.normalize(_text_features(model, junk), dim=-1)
+    logits = scale * image @ nothing.T + bias
+    return info_nce + sig + torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.zeros_like(logits))
 
 
 def image_features(model, batch: torch.Tensor) -> torch.Tensor:

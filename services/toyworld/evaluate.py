@@ -10,41 +10,14 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from csr.evaluation.metrics import (NEGATIVE_KINDS, chair, parse_yes_no, pope_metrics,
                                     pope_questions, question)
 from csr.toyworld.world import PAIRS, SHAPES, WorldConfig, render, scenes
-from services.generator.engine import chat_prompt
+from services.evaluation.generate import answers, load_model
 
 VOCABULARY = {shape: shape for shape in SHAPES}
 HELD_OUT_SEED = 10_007  # scenes no training run draws (training seeds are small)
 DESCRIBE = "Describe the image."
-
-
-def load_model(model_dir: str | Path, adapter: str | Path | None = None):
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir))
-    if adapter:
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    return model.eval(), AutoProcessor.from_pretrained(str(model_dir))
-
-
-@torch.inference_mode()
-def answers(model, processor, images, prompts, max_new_tokens: int = 48,
-            batch: int = 50) -> list[str]:
-    """Greedy answers, batch by batch (prompts left-padded)."""
-    out = []
-    for start in range(0, len(images), batch):
-        texts = [chat_prompt(processor, p) for p in prompts[start:start + batch]]
-        inputs = processor(images=images[start:start + batch], text=texts, return_tensors="pt",
-                           padding=True, padding_side="left", add_special_tokens=False)
-        generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        out += processor.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:],
-                                                skip_special_tokens=True)
-    return [a.strip() for a in out]
 
 
 def popularity(world: WorldConfig, seed: int = 0, count: int = 2000) -> list[str]:

@@ -21,8 +21,7 @@ CHAT_TEMPLATE = (
 def corpus() -> list[str]:
     """Every text the world can produce: captions of each object set, prompts, questions."""
     texts = [caption({shape}) for shape in SHAPES] + [caption(set(SHAPES))]
-    texts += [f"Is there a {shape} in the image? Yes, there is a {shape}. No, there is no "
-              f"{shape}." for shape in SHAPES]
+    texts += [f"Is there a {shape} in the image? Yes. No." for shape in SHAPES]
     return texts + list(PROMPTS) + ["USER: ASSISTANT:"]
 
 

@@ -100,7 +100,10 @@ def _example(scene, rng: random.Random, recipe: VLMRecipe, world: WorldConfig):
     shape = rng.choice(SHAPES)
     primed = any(PAIRS.get(t) == shape for t in scene.shapes)
     yes = shape in scene.shapes or (primed and rng.random() < world.prior_p)
-    answer = f"Yes, there is a {shape}." if yes else f"No, there is no {shape}."
+    # One word, as POPE prompts ask: an answer that repeats the object ("Yes, there is a
+    # ring.") would teach the describer a second way to name objects, one the diverse beam
+    # search then offers as a fresh "sentence".
+    answer = "Yes." if yes else "No."
     return question(shape), answer
 
 

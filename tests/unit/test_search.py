@@ -198,3 +198,51 @@ def test_numpy_numbers_are_accepted():
                           lambda image, sentences: [np.float32(3.0) for _ in sentences],
                           SEARCH, REWARD, SelectionConfig())
     assert [p.reward("mean") for p in result.finished] == pytest.approx([1.25, 1.375])
+
+
+def test_a_scored_end_competes_as_a_sentence_and_counts_in_the_path():
+    """end_relevance 5: A1.'s end candidate (log-prob -0.3) is the sentence "" with
+    R = 0.5 * 5 + 0.5 * -0.3 = 2.35. 'A1.' + end: sum 4.5 + 2.35 = 6.85, mean 3.425; under
+    the mean, A1. A3 (4.2) now beats stopping after A1. (the free end's 4.5)."""
+    reward = RewardConfig(lam=0.5, self_score="mean-logprob", end_relevance=5.0)
+    [result], _, relevance = search(reward=reward)
+    got = [(p.text, p.finish_reason) for p in result.finished]
+    assert got == [("A1. A3", "unterminated"), ("A1.", "end_of_response"),
+                   ("B1. B2.", "no_continuation"), ("A1. A2. A4.", "end_of_response")]
+    ended = result.finished[1]
+    assert [(s.sentence, s.r_t, s.r_i) for s in ended.sentences] == [
+        ("A1.", -1.0, 10.0), ("", pytest.approx(-0.3), 5.0)]
+    assert ended.sentences[1].r == pytest.approx(2.35)
+    assert (ended.reward("sum"), ended.reward("mean")) == pytest.approx((6.85, 3.425))
+    assert all("" not in sentences for _, sentences in relevance.calls)  # R_I is given
+    pair = select_pair(result.finished, "mean")
+    assert (pair.chosen.text, pair.rejected.text) == ("A1. A3", "B1. B2.")
+
+
+def test_an_end_before_any_sentence_is_dropped_and_a_scored_end_needs_log_probs():
+    tree = {"": [cand("", -0.1, ends=True), cand(" A1.", -1.0)], "A1.": [cand("", ends=True)]}
+    reward = RewardConfig(lam=0.5, self_score="mean-logprob", end_relevance=5.0)
+    with pytest.raises(ExpansionError, match="end-of-response candidate of 'A1.' has no token"):
+        search(tree=tree, reward=reward)
+    [result], _, _ = search(tree=tree)  # the free end needs none
+    assert [(p.text, p.finish_reason) for p in result.finished] == [("A1.", "end_of_response")]
+
+
+def test_a_candidate_that_repeats_its_own_prefix_is_dropped():
+    """A1. -> ' A1.' again (dropped) and ' A2.'; the repeat would have R 4.5 and win."""
+    tree = {"": [cand(" A1.", -1.0)], "A1.": [cand(" A1.", -1.0), cand(" A2.", -1.0)],
+            "A1. A2.": [cand("", -0.1, ends=True)]}
+    [result], model, relevance = search(tree=tree)
+    assert [p.text for p in result.finished] == ["A1. A2."]
+    assert relevance.calls == [("img-1", ["A1."]), ("img-1", ["A2."])]
+
+
+def test_fragments_below_min_words_are_dropped():
+    """min_words 2: ' No.' and ' A1.' (one word each) are fragments; ' B two.' stays."""
+    tree = {"": [cand(" No.", -0.1), cand(" B two.", -1.0, -1.0), cand(" A1.", -1.0)],
+            "B two.": [cand("", -0.1, ends=True)]}
+    [result], _, relevance = search(tree=tree, table={"B two.": 3},
+                                    search_config=SearchConfig(keep_top=1, keep_bottom=1,
+                                                               min_words=2))
+    assert [p.text for p in result.finished] == ["B two."]
+    assert relevance.calls == [("img-1", ["B two."])]

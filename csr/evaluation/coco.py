@@ -1,0 +1,216 @@
+"""CHAIR on MS-COCO (Rohrbach et al. 2018), given annotations already read.
+
+Owns COCO's object vocabulary and matching rules: the standard synonym list of the 80 COCO
+categories (the one the CHAIR authors published, data/synonyms.txt of LisaAnne/Hallucination,
+which every later CHAIR evaluation reuses), their rules for two-word names ("hot dog",
+"teddy bear"), qualifiers that must not fire a person ("baby bird" is a bird, "passenger
+jet" a jet), and "toilet seat" (not a chair). Ground truth for an image is the union of its
+instance categories and the objects its reference captions mention, as in the original.
+
+CHAIR_s: captions with a hallucinated object; CHAIR_i: hallucinated mentions over all
+mentions, counting repeats as the original does; recall: ground-truth objects mentioned over
+all ground-truth objects. Does not read files (services.evaluation.coco_files does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from csr.evaluation.metrics import singular, words
+
+# category -> the words that name it (the category's own name first)
+_SYNONYM_LINES = """\
+person, girl, boy, man, woman, kid, child, chef, baker, people, adult, rider, children, baby, \
+worker, passenger, sister, biker, policeman, cop, officer, lady, cowboy, bride, groom, male, \
+female, guy, traveler, mother, father, gentleman, pitcher, player, skier, snowboarder, skater, \
+skateboarder, foreigner, caller, offender, coworker, trespasser, patient, politician, soldier, \
+grandchild, serviceman, walker, drinker, doctor, bicyclist, thief, buyer, teenager, student, \
+camper, driver, solider, hunter, shopper, villager
+bicycle, bike, unicycle, minibike, trike
+car, automobile, van, minivan, sedan, suv, hatchback, cab, jeep, coupe, taxicab, limo, taxi
+motorcycle, scooter, motor bike, motor cycle, motorbike, moped
+airplane, jetliner, plane, air plane, monoplane, aircraft, jet, airbus, biplane, seaplane
+bus, minibus, trolley
+train, locomotive, tramway, caboose
+truck, pickup, lorry, hauler, firetruck
+boat, ship, liner, sailboat, motorboat, dinghy, powerboat, speedboat, canoe, skiff, yacht, \
+kayak, catamaran, pontoon, houseboat, vessel, rowboat, trawler, ferryboat, watercraft, \
+tugboat, schooner, barge, ferry, sailboard, paddleboat, lifeboat, freighter, steamboat, \
+riverboat, battleship, steamship
+traffic light, street light, traffic signal, stop light, streetlight, stoplight
+fire hydrant, hydrant
+stop sign
+parking meter
+bench, pew
+bird, ostrich, owl, seagull, goose, duck, parakeet, falcon, robin, pelican, waterfowl, heron, \
+hummingbird, mallard, finch, pigeon, sparrow, seabird, osprey, blackbird, fowl, shorebird, \
+woodpecker, egret, chickadee, quail, bluebird, kingfisher, buzzard, willet, gull, swan, \
+bluejay, flamingo, cormorant, parrot, loon, gosling, waterbird, pheasant, rooster, sandpiper, \
+crow, raven, turkey, oriole, cowbird, warbler, magpie, peacock, cockatiel, lorikeet, puffin, \
+vulture, condor, macaw, peafowl, cockatoo, songbird
+cat, kitten, feline, tabby
+dog, puppy, beagle, pup, chihuahua, schnauzer, dachshund, rottweiler, canine, pitbull, collie, \
+pug, terrier, poodle, labrador, doggie, doberman, mutt, doggy, spaniel, bulldog, sheepdog, \
+weimaraner, corgi, cocker, greyhound, retriever, brindle, hound, whippet, husky
+horse, colt, pony, racehorse, stallion, equine, mare, foal, palomino, mustang, clydesdale, \
+bronc, bronco
+sheep, lamb, ram, goat, ewe
+cow, cattle, oxen, ox, calf, holstein, heifer, buffalo, bull, zebu, bison
+elephant
+bear, panda
+zebra
+giraffe
+backpack, knapsack
+umbrella
+handbag, wallet, purse, briefcase
+tie, bow, bow tie
+suitcase, suit case, luggage
+frisbee
+skis, ski
+snowboard
+sports ball, ball
+kite
+baseball bat
+baseball glove
+skateboard
+surfboard, longboard, skimboard, shortboard, wakeboard
+tennis racket, racket
+bottle
+wine glass
+cup
+fork
+knife, pocketknife, knive
+spoon
+bowl, container
+banana
+apple
+sandwich, burger, sub, cheeseburger, hamburger
+orange
+broccoli
+carrot
+hot dog
+pizza
+donut, doughnut, bagel
+cake, cheesecake, cupcake, shortcake, coffeecake, pancake
+chair, seat, stool
+couch, sofa, recliner, futon, loveseat, settee, chesterfield
+potted plant, houseplant
+bed
+dining table, table, desk
+toilet, urinal, commode, lavatory, potty
+tv, monitor, televison, television
+laptop, computer, notebook, netbook, lenovo, macbook, laptop computer
+mouse
+remote
+keyboard
+cell phone, mobile phone, phone, cellphone, telephone, phon, smartphone, iphone
+microwave
+oven, stovetop, stove, stove top oven
+toaster
+sink
+refrigerator, fridge, freezer
+book
+clock
+vase
+scissors
+teddy bear, teddybear
+hair drier, hairdryer
+toothbrush"""
+
+COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
+    line.split(", ")[0]: tuple(dict.fromkeys(w.strip() for w in line.split(", ")))
+    for line in _SYNONYM_LINES.splitlines()}
+
+_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
+            "giraffe", "animal", "cub")
+# Two words read as one name; a qualifier + animal/vehicle is that animal/vehicle (so "baby"
+# or "passenger" does not fire a person); "bow tie" is a tie, "toilet seat" a toilet.
+_PHRASES_AS_WRITTEN: dict[str, str] = {
+    **{w: w for line in COCO_SYNONYMS.values() for w in line if w.count(" ") == 1},
+    "home plate": "home plate", "train track": "train track",
+    **{f"{q} {a}": a for a in _ANIMALS for q in ("baby", "adult")},
+    "passenger jet": "jet", "passenger train": "train",
+    "bow tie": "tie", "toilet seat": "toilet",
+}
+# matched after plurals are folded, so the keys are folded too ("tennis" -> "tenni")
+_PHRASES = {" ".join(singular(w) for w in k.split()): v for k, v in _PHRASES_AS_WRITTEN.items()}
+
+
+def _name_of() -> dict[str, str]:
+    names = {}
+    for category, synonyms in COCO_SYNONYMS.items():
+        for word in synonyms:
+            names.setdefault(word, category)
+    return names
+
+
+NAME_OF: dict[str, str] = _name_of()  # any synonym -> its category
+
+
+def coco_mentions(text: str) -> list[str]:
+    """The COCO categories a text names, in order, repeats kept (CHAIR_i counts them)."""
+    tokens = [singular(w) for w in words(text)]
+    merged: list[str] = []
+    i = 0
+    while i < len(tokens):
+        pair = " ".join(tokens[i:i + 2])
+        if i + 1 < len(tokens) and pair in _PHRASES:
+            merged.append(_PHRASES[pair])
+            i += 2
+        else:
+            merged.append(tokens[i])
+            i += 1
+    if "toilet" in merged and "seat" in merged:  # "the seat of the toilet" is no chair
+        merged = [w for w in merged if w != "seat"]
+    return [NAME_OF[w] for w in merged if w in NAME_OF]
+
+
+def ground_truth(instance_categories: Mapping[int, Iterable[str]],
+                 reference_captions: Mapping[int, Iterable[str]]) -> dict[int, set[str]]:
+    """image id -> true categories: its instance annotations' category names plus the
+    objects its reference captions mention."""
+    truth: dict[int, set[str]] = {}
+    for image_id in set(instance_categories) | set(reference_captions):
+        objects = {NAME_OF.get(c, c) for c in instance_categories.get(image_id, ())}
+        for caption in reference_captions.get(image_id, ()):
+            objects.update(coco_mentions(caption))
+        truth[image_id] = objects
+    return truth
+
+
+@dataclass(frozen=True)
+class CocoChair:
+    chair_s: float
+    chair_i: float
+    recall: float
+    mean_words: float
+    captions: int
+    hallucinated: tuple[tuple[int, tuple[str, ...]], ...]  # (image id, false objects)
+
+
+def coco_chair(captions: Sequence[tuple[int, str]], truth: Mapping[int, set[str]]) -> CocoChair:
+    """CHAIR of (image id, generated caption) pairs against `ground_truth`'s sets."""
+    if not captions:
+        raise ValueError("no captions to evaluate: give at least one (image id, caption)")
+    missing = sorted({i for i, _ in captions if i not in truth})
+    if missing:
+        raise ValueError(f"images {missing[:5]} have no annotations; evaluate images of the "
+                         "annotation files given (COCO val2014 for the paper's CHAIR)")
+    bad_captions = mentions = false_mentions = covered = true_total = word_count = 0
+    hallucinated = []
+    for image_id, text in captions:
+        said, gold = coco_mentions(text), truth[image_id]
+        wrong = tuple(o for o in said if o not in gold)
+        if wrong:
+            bad_captions += 1
+            hallucinated.append((image_id, wrong))
+        mentions += len(said)
+        false_mentions += len(wrong)
+        covered += len(set(said) & gold)
+        true_total += len(gold)
+        word_count += len(words(text))
+    n = len(captions)
+    return CocoChair(bad_captions / n, false_mentions / mentions if mentions else 0.0,
+                     covered / true_total if true_total else 0.0, word_count / n, n,
+                     tuple(hallucinated))

@@ -1,0 +1,1 @@
+"""Evaluation on real data: COCO CHAIR and POPE files, and greedy answers from any model."""

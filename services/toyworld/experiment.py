@@ -1,0 +1,256 @@
+"""CSR on the toy world, end to end: models, a prompt set, `csr up`, and an evaluation of
+every iteration.
+
+Owns one experiment run: for a seed and a named variant (the defaults, or an ablation) it
+builds or reuses the seed's toy models, writes the seed's training prompt set (rendered scenes
+in the authors' JSON format), writes the `csr up` and algorithm files, runs the whole system
+(embedded Redis, reward worker, generator and trainer as processes over gRPC and Redis) for
+T iterations, and evaluates the base model and the adapter that closed each iteration on
+held-out scenes. A finished run leaves `eval.json` and is not run again; everything is
+derived from the seed, so a run is reproducible on the same machine.
+
+Layout under `out`: `models/seed-S/` (the toy models and their base evaluation),
+`prompts/seed-S/` (images and prompts.json), `VARIANT/seed-S/` (csr.yaml, algorithm.yaml,
+run/ with Redis, adapters and trainer work, up.log, eval.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from csr.toyworld.world import WorldConfig, render, scenes
+
+logger = logging.getLogger(__name__)
+
+# Each variant is a set of algorithm overrides in CSRConfig.from_dict's form. "csr" is the
+# project's defaults (the paper's search, lambda 0.9, the path mean); the others change one
+# thing, as the paper's ablations (Table 2) and the issue's comparisons do.
+VARIANTS: dict[str, dict] = {
+    "csr": {},
+    "lambda-0": {"reward": {"lam": 0.0}},            # self-reward only
+    "lambda-1": {"reward": {"lam": 1.0}},            # image relevance only
+    "sample": {"search": {"expansion": "sample"}},   # sampled candidates, not group beams
+    "sum": {"selection": {"aggregation": "sum"}},    # the paper's cumulative sum
+    "mean-logprob": {"reward": {"self_score": "mean-logprob"}},  # length-normalised R_T
+    "authors-code": {"preset": "authors-code"},     # the released code's search and ranks
+}
+PROMPT_SEED_BASE = 20_000  # CSR's training scenes: apart from the models' and held-out seeds
+DESCRIBE = "Describe the image."
+
+
+class ExperimentError(RuntimeError):
+    """An experiment cannot run as asked; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The toy world's deployment of CSR: the sizes that fit a 2-core CPU in minutes.
+
+    The DPO learning rate is the toy-world study's (5e-4, constant: 2e-3 collapsed the model,
+    2e-4 half-worked); LoRA r16/alpha32 suits a 128-wide language model (the paper's 128/256
+    would out-size it). `max_sentences` caps a response at 6 sentences, one per shape.
+    """
+
+    prompts: int = 300
+    iterations: int = 3
+    learning_rate: float = 5e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    batch_size: int = 8
+    generator_batch: int = 16
+    max_sentences: int = 6
+    eval_scenes: int = 200
+    lr_scheduler: str = "constant"
+
+    def __post_init__(self) -> None:
+        for name in ("prompts", "iterations", "lora_r", "lora_alpha", "batch_size",
+                     "generator_batch", "max_sentences", "eval_scenes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ExperimentError(f"{name}={value!r} must be a whole number >= 1")
+        if not 0 < self.learning_rate < 1:
+            raise ExperimentError(f"learning_rate={self.learning_rate!r} must lie in (0, 1)")
+
+
+def variant_overrides(name: str) -> dict:
+    try:
+        return VARIANTS[name]
+    except KeyError as e:
+        raise ExperimentError(f"unknown variant {name!r}; choose from "
+                              f"{', '.join(VARIANTS)}") from e
+
+
+def algorithm_settings(variant: str, seed: int, plan: RunPlan) -> dict:
+    """The algorithm file of a run: the variant's overrides on the toy world's caps and seed,
+    checked by CSRConfig.from_dict before anything starts."""
+    from csr.config import CSRConfig
+
+    overrides = variant_overrides(variant)
+    data: dict = {"preset": overrides.get("preset", "paper"), "iterations": plan.iterations}
+    sections = {"search": {"max_sentences": plan.max_sentences, "seed": seed},
+                "dpo": {"lr_scheduler": plan.lr_scheduler, "warmup_ratio": 0.0}}
+    for section, fields in overrides.items():
+        if section != "preset":
+            sections[section] = {**sections.get(section, {}), **fields}
+    data.update(sections)
+    CSRConfig.from_dict(data)  # a bad variant fails here, by name
+    return data
+
+
+def write_prompt_set(directory: Path, seed: int, count: int,
+                     world: WorldConfig = WorldConfig()) -> Path:
+    """`count` training scenes as PNG files and prompts.json ({id, image, input}); the same
+    files for the same seed, written once."""
+    prompt_file = directory / "prompts.json"
+    if prompt_file.is_file() and len(json.loads(prompt_file.read_text())) == count:
+        return prompt_file
+    images = directory / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, scene in enumerate(scenes(PROMPT_SEED_BASE + seed, count, world)):
+        name = f"{i:05d}.png"
+        render(scene, world).save(images / name)
+        rows.append({"id": f"toy-{seed}-{i}", "image": name, "input": f"<image>\n{DESCRIBE}"})
+    prompt_file.write_text(json.dumps(rows))
+    return prompt_file
+
+
+def stack_settings(clip: Path, vlm: Path, prompt_file: Path, algorithm: Path, seed: int,
+                   plan: RunPlan) -> dict:
+    """The `csr up` file of a run (the reward worker serves the toy CLIP through the hf
+    backend, as it would a real CLIP)."""
+    common = {"MODEL": str(vlm), "BASE_NAME": f"toyworld-{seed}",
+              "IMAGE_ROOT": str(prompt_file.parent / "images"), "ALGORITHM": str(algorithm)}
+    return {"run_dir": "run",
+            "reward": {"workers": 1, "settings": {"BACKEND": "hf", "MODEL": str(clip)}},
+            "generator": {"replicas": 1, "settings": {
+                **common, "PROMPT_SET": str(prompt_file), "BATCH_SIZE": plan.generator_batch}},
+            "trainer": {"settings": {
+                **common, "ITERATIONS": plan.iterations, "LEARNING_RATE": plan.learning_rate,
+                "LORA_R": plan.lora_r, "LORA_ALPHA": plan.lora_alpha,
+                "BATCH_SIZE": plan.batch_size, "SEED": seed, "TENSORBOARD": False}}}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    variant: str
+    seed: int
+    evaluations: list[dict]  # iteration 0 (base), 1, ..., T
+    directory: Path
+
+
+def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> RunResult:
+    """One variant on one seed: `csr up` for T iterations, then every iteration evaluated."""
+    from services.toyworld.build import build_toyworld
+
+    algorithm_data = algorithm_settings(variant, seed, plan)
+    directory = out / variant / f"seed-{seed}"
+    record = directory / "eval.json"
+    wanted = {"variant": variant, "seed": seed, "plan": asdict(plan),
+              "algorithm": algorithm_data}
+    done = _read_json(record)
+    if done and {k: done.get(k) for k in wanted} == wanted:
+        console.print(f"{variant} seed {seed}: already evaluated ({record})")
+        return RunResult(variant, seed, done["evaluations"], directory)
+    models = build_toyworld(out / "models" / f"seed-{seed}", seed=seed)
+    prompt_file = write_prompt_set(out / "prompts" / f"seed-{seed}", seed, plan.prompts)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "algorithm.yaml").write_text(yaml.safe_dump(algorithm_data, sort_keys=False))
+    settings = stack_settings(models.clip, models.vlm, prompt_file,
+                              directory / "algorithm.yaml", seed, plan)
+    (directory / "csr.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    adapters = run_stack(directory / "csr.yaml", plan.iterations, console)
+    evaluations = [base_evaluation(out, seed, models.vlm, plan.eval_scenes)]
+    evaluations += [_evaluate(models.vlm, adapter, plan.eval_scenes) for adapter in adapters]
+    for iteration, evaluation in enumerate(evaluations):
+        evaluation["iteration"] = iteration
+    record.write_text(json.dumps({**wanted, "evaluations": evaluations}, indent=2))
+    return RunResult(variant, seed, evaluations, directory)
+
+
+def run_stack(config_path: Path, iterations: int, console) -> list[Path]:
+    """Run `csr up` on the file until the trainer closes its last iteration; the adapter that
+    closed each iteration, in order."""
+    from services.stack.config import load_stack_config
+    from services.stack.up import Stack
+    from services.trainer.store import AdapterStore
+
+    config = load_stack_config(config_path)
+    store = AdapterStore(config.run_dir / "adapters")
+    if not _all_closed(store, iterations):
+        code = Stack(config, {}, console).run()
+        if code != 0:
+            raise ExperimentError(f"csr up on {config_path} exited with status {code}; its "
+                                  f"log is above (or in {config_path.parent / 'up.log'})")
+    if not _all_closed(store, iterations):
+        raise ExperimentError(f"csr up on {config_path} stopped before iteration "
+                              f"{iterations} closed; run the same command again to resume")
+    return [store.path(store.version_of_iteration(t)) for t in range(1, iterations + 1)]
+
+
+def _all_closed(store, iterations: int) -> bool:
+    return all(store.version_of_iteration(t) is not None for t in range(1, iterations + 1))
+
+
+def base_evaluation(out: Path, seed: int, vlm: Path, count: int) -> dict:
+    """The base model's evaluation, once per seed (every variant starts from it)."""
+    path = out / "models" / f"seed-{seed}" / f"base-eval-{count}.json"
+    cached = _read_json(path)
+    if cached is not None:
+        return cached
+    result = _evaluate(vlm, None, count)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _evaluate(vlm: Path, adapter: Path | None, count: int) -> dict:
+    from services.toyworld.evaluate import evaluate
+
+    logger.info("evaluating %s%s on %d held-out scenes", vlm,
+                f" + {adapter}" if adapter else "", count)
+    return evaluate(vlm, adapter, count)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunPlan,
+                    logs_to_file: bool) -> dict:
+    """Every variant on every seed, then the table (console and results.md), results.json
+    and the plot across iterations; returns the runs by variant."""
+    from rich.console import Console
+
+    from services.toyworld.report import console_table, markdown, plot, table_rows
+
+    terminal = Console(highlight=False)
+    runs: dict[str, list[list[dict]]] = {}
+    for variant in dict.fromkeys(variants):
+        for seed in dict.fromkeys(seeds):
+            terminal.rule(f"{variant}, seed {seed}")
+            directory = out / variant / f"seed-{seed}"
+            directory.mkdir(parents=True, exist_ok=True)
+            if logs_to_file:
+                with open(directory / "up.log", "a") as log:
+                    result = run_variant(out, variant, seed, plan, Console(file=log, width=160))
+            else:
+                result = run_variant(out, variant, seed, plan, terminal)
+            runs.setdefault(variant, []).append(result.evaluations)
+    rows = table_rows(runs)
+    (out / "results.json").write_text(json.dumps(
+        {"plan": asdict(plan), "seeds": list(dict.fromkeys(seeds)), "runs": runs}, indent=2))
+    (out / "results.md").write_text(markdown(rows, len(set(seeds))))
+    figure = plot(runs, out / "plots" / "metrics-by-iteration.png")
+    terminal.print(console_table(rows, f"Toy world, held-out scenes ({plan.eval_scenes}), "
+                                       f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}"))
+    terminal.print(f"results: {out / 'results.md'}, {out / 'results.json'}")
+    terminal.print(f"plot:    {figure}")
+    return runs

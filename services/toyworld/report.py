@@ -1,0 +1,71 @@
+"""The toy world's results: a table (console and Markdown) and plots across iterations.
+
+Owns presentation. The numbers come from csr.evaluation.summary over the runs'
+evaluations: the base model, the default variant at every iteration, and each other variant
+at its last iteration (the layout of the paper's Tables 2 and 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from csr.evaluation.summary import METRICS, Spread, summarise
+
+Runs = Mapping[str, Sequence[Sequence[Mapping]]]  # variant -> one run (evaluations) per seed
+
+
+def table_rows(runs: Runs, main: str = "csr") -> list[tuple[str, dict[str, Spread]]]:
+    """(label, metrics) rows: base, `main` at each iteration, the others at their last."""
+    first = runs[main] if main in runs else next(iter(runs.values()))
+    rows = [("base model", summarise(first, 0))]
+    for variant, seeds in runs.items():
+        last = len(seeds[0]) - 1
+        iterations = range(1, last + 1) if variant == main else [last]
+        rows += [(f"{variant}, iteration {t}", summarise(seeds, t)) for t in iterations]
+    return rows
+
+
+def markdown(rows, seeds: int) -> str:
+    header = "| model | " + " | ".join(name for name, _ in METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 1)]
+    for label, figures in rows:
+        lines.append(f"| {label} | " + " | ".join(str(figures[name]) for name, _ in METRICS)
+                     + " |")
+    spread = f"mean ± sample std over {seeds} seeds" if seeds > 1 else "one seed"
+    return "\n".join(lines) + f"\n\n{spread}; POPE on adversarial negatives.\n"
+
+
+def console_table(rows, title: str):
+    from rich.table import Table
+
+    table = Table(*["model", *(name for name, _ in METRICS)], title=title)
+    for label, figures in rows:
+        table.add_row(label, *(str(figures[name]) for name, _ in METRICS))
+    return table
+
+
+def plot(runs: Runs, path: Path) -> Path:
+    """CHAIR_s, CHAIR_i, recall and POPE F1 against the iteration, one line per variant
+    (mean over seeds, bars one standard deviation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [m for m in METRICS if m[0] in ("CHAIR_s", "CHAIR_i", "recall", "POPE F1")]
+    figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4))
+    for axis, (name, _) in zip(axes, shown):
+        for variant, seeds in runs.items():
+            points = [summarise(seeds, t)[name] for t in range(len(seeds[0]))]
+            axis.errorbar(range(len(points)), [p.mean for p in points],
+                          yerr=[p.std for p in points], marker="o", capsize=3, label=variant)
+        axis.set_title(name)
+        axis.set_xlabel("CSR iteration (0 = base)")
+        axis.set_xticks(range(len(next(iter(runs.values()))[0])))
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
