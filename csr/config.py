@@ -134,15 +134,23 @@ class RewardConfig:
         from the end token's probability (the model's own wish to stop) and this R_I; it then
         competes with the sibling sentences and counts in the path's reward, so under the
         path mean another sentence is worth writing only if it scores above stopping.
+    relevance_baseline: b in a sentence's merit lam * (R_I - b) + (1 - lam) * R_T (raw
+        normalization; 0 is the paper's merit R). Under the path sum, a sentence then adds to
+        its path only if CLIP finds it more relevant than b: a true object pays, an absent one
+        costs, and stopping is free. The sum of the paper's R, always >= 0, pays for length
+        instead. The mean ignores b (it shifts every path alike). Set b between the CLIP's
+        usual R_I for present and absent objects; it depends on the CLIP, so 0 is the default.
     """
 
     lam: float = 0.9
     self_score: SelfScore = "product"
     normalization: Normalization = "raw"
     end_relevance: float | None = None
+    relevance_baseline: float = 0.0
 
     def __post_init__(self) -> None:
         _require_finite("lam", self.lam, 0.0, 1.0)
+        _require_finite("relevance_baseline", self.relevance_baseline, 0.0, 100.0)
         if self.end_relevance is not None:
             _require_finite("end_relevance", self.end_relevance, 0.0, 100.0)
         _require_choice("self_score", self.self_score, SELF_SCORES)
@@ -159,6 +167,8 @@ class SelectionConfig:
         shared/design/toy-world.md) the sum rewarded length, because a sentence about an
         absent object still often earns R_I > 0, so chosen captions grew and hallucination
         rose (CHAIR_s 0.79 against the base model's 0.53), while the mean cut it to 0.28.
+        The project's toy world (README, "The toy world") measured it again over 3 iterations
+        and 3 seeds: the sum 0.442 -> 0.978, the mean with a scored end 0.442 -> 0.220.
     """
 
     aggregation: Aggregation = "mean"

@@ -95,14 +95,16 @@ def sibling_ranks(values: Sequence[float]) -> list[float]:
 def sentence_merits(r_t: Sequence[float], r_i: Sequence[float], config: RewardConfig) -> list[float]:
     """The merit (higher is better) of each sibling candidate, from its R_T and R_I.
 
-    raw:  merit = R = lam * R_I + (1 - lam) * R_T.
+    raw:  merit = R - lam * b = lam * (R_I - b) + (1 - lam) * R_T, b being
+          config.relevance_baseline (0: merit = R, the paper's).
     rank: merit = -(lam * rank(R_I) + (1 - lam) * rank(R_T)), ranks taken among the siblings
           by `sibling_ranks`; minus, because there a lower combined rank is better.
     """
     if len(r_t) != len(r_i):
         raise ValueError(f"{len(r_t)} self scores but {len(r_i)} relevance scores")
     if config.normalization == "raw":
-        return [calibrated_reward(ri, rt, config.lam) for rt, ri in zip(r_t, r_i)]
+        offset = config.lam * config.relevance_baseline
+        return [calibrated_reward(ri, rt, config.lam) - offset for rt, ri in zip(r_t, r_i)]
     rank_t, rank_i = sibling_ranks(r_t), sibling_ranks(r_i)
     return [-calibrated_reward(ri, rt, config.lam) for rt, ri in zip(rank_t, rank_i)]
 

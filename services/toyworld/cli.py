@@ -34,6 +34,8 @@ def eval_command(
                                                       "compare several.")] = [],  # noqa: B006
     count: Annotated[int, typer.Option(help="Held-out scenes.")] = 200,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the metrics from the base "
+                                              "model through each adapter, in order.")] = None,
 ) -> None:
     """Evaluate the base model and each adapter on held-out toy-world scenes: CHAIR of greedy
     descriptions and POPE (random, popular, adversarial)."""
@@ -57,6 +59,10 @@ def eval_command(
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=2))
+    if plot is not None:
+        from services.toyworld.report import plot as draw
+
+        typer.echo(f"plot: {draw({model.name: [results]}, plot)}")
 
 
 @toyworld_app.command("run")
@@ -65,8 +71,9 @@ def run_command(
                                       "results).")] = Path("runs/toyworld"),
     seed: Annotated[list[int], typer.Option(help="Seed of the models and of CSR; repeat for "
                                             "several.")] = [0],  # noqa: B006
-    variant: Annotated[list[str], typer.Option(help="csr (the defaults), lambda-0, lambda-1, "
-                                               "sample, sum, mean-logprob, authors-code; "
+    variant: Annotated[list[str], typer.Option(help="csr (the toy world's defaults), "
+                                               "lambda-0, lambda-1, sample, mean-logprob, "
+                                               "free-end, sum, sum-baseline, authors-code; "
                                                "repeat for several.")] = ["csr"],  # noqa: B006
     iterations: Annotated[int, typer.Option(help="CSR iterations T.")] = 3,
     prompts: Annotated[int, typer.Option(help="Training prompts per iteration.")] = 300,

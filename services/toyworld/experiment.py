@@ -6,8 +6,9 @@ builds or reuses the seed's toy models, writes the seed's training prompt set (r
 in the authors' JSON format), writes the `csr up` and algorithm files, runs the whole system
 (embedded Redis, reward worker, generator and trainer as processes over gRPC and Redis) for
 T iterations, and evaluates the base model and the adapter that closed each iteration on
-held-out scenes. A finished run leaves `eval.json` and is not run again; everything is
-derived from the seed, so a run is reproducible on the same machine.
+held-out scenes. A finished run leaves `eval.json` and is not run again. Everything is
+derived from the seed; the models rebuild to the same bits, while a CSR run varies a little
+(dynamic batching in the reward worker and the generator changes float sums).
 
 Layout under `out`: `models/seed-S/` (the toy models and their base evaluation),
 `prompts/seed-S/` (images and prompts.json), `VARIANT/seed-S/` (csr.yaml, algorithm.yaml,
@@ -27,18 +28,32 @@ from csr.toyworld.world import WorldConfig, render, scenes
 
 logger = logging.getLogger(__name__)
 
-# Each variant is a set of algorithm overrides in CSRConfig.from_dict's form. "csr" is the
-# project's defaults (the paper's search, lambda 0.9, the path mean); the others change one
-# thing, as the paper's ablations (Table 2) and the issue's comparisons do.
+# Each variant is a set of algorithm overrides in CSRConfig.from_dict's form, on top of the toy
+# world's settings (TOY_ALGORITHM). "csr" is those settings as they are; each other variant
+# changes one thing, as the paper's ablations (Table 2) and the issue's comparisons do.
+FREE_END = {"end_relevance": None}
 VARIANTS: dict[str, dict] = {
     "csr": {},
     "lambda-0": {"reward": {"lam": 0.0}},            # self-reward only
     "lambda-1": {"reward": {"lam": 1.0}},            # image relevance only
     "sample": {"search": {"expansion": "sample"}},   # sampled candidates, not group beams
-    "sum": {"selection": {"aggregation": "sum"}},    # the paper's cumulative sum
     "mean-logprob": {"reward": {"self_score": "mean-logprob"}},  # length-normalised R_T
-    "authors-code": {"preset": "authors-code"},     # the released code's search and ranks
+    "free-end": {"reward": FREE_END},                # ending costs nothing (paper, released code)
+    "sum": {"selection": {"aggregation": "sum"}, "reward": FREE_END},  # the paper's wording
+    "sum-baseline": {"selection": {"aggregation": "sum"},
+                     "reward": {**FREE_END, "relevance_baseline": 40.0}},
+    "authors-code": {"preset": "authors-code", "reward": FREE_END},  # released search, ranks
 }
+# The toy world's algorithm settings: the paper's (group beam search 5/5/3.0, lambda 0.9,
+# R_T the product of token probabilities) and the project's path mean, plus three settings
+# that depend on the toy models, each measured (README, "The toy world"):
+# - end_relevance 35: the toy CLIP scores sentences about present objects ~51 and absent ones
+#   ~9; with a free end the mean picks the single likeliest sentence and recall collapses.
+# - min_words 3: the toy VLM knows one way to begin a sentence, so diverse beam groups offer
+#   fragments ("No.", "cross.") that crowd the bottom places by the second iteration.
+# - max_sentences 6: one per shape.
+TOY_ALGORITHM = {"search": {"max_sentences": 6, "min_words": 3},
+                 "reward": {"end_relevance": 35.0}}
 PROMPT_SEED_BASE = 20_000  # CSR's training scenes: apart from the models' and held-out seeds
 DESCRIBE = "Describe the image."
 
@@ -51,9 +66,10 @@ class ExperimentError(RuntimeError):
 class RunPlan:
     """The toy world's deployment of CSR: the sizes that fit a 2-core CPU in minutes.
 
-    The DPO learning rate is the toy-world study's (5e-4, constant: 2e-3 collapsed the model,
-    2e-4 half-worked); LoRA r16/alpha32 suits a 128-wide language model (the paper's 128/256
-    would out-size it). `max_sentences` caps a response at 6 sentences, one per shape.
+    The DPO learning rate is the toy-world study's 5e-4 (2e-3 collapsed the model), with the
+    default cosine schedule: a constant 5e-4 over three iterations drove the model to drop
+    periods and repeat itself. LoRA r16/alpha32 suits a 128-wide language model (the paper's
+    128/256 would out-size it). `max_sentences` caps a response at 6 sentences, one per shape.
     """
 
     prompts: int = 300
@@ -65,7 +81,7 @@ class RunPlan:
     generator_batch: int = 16
     max_sentences: int = 6
     eval_scenes: int = 200
-    lr_scheduler: str = "constant"
+    lr_scheduler: str = "cosine"
 
     def __post_init__(self) -> None:
         for name in ("prompts", "iterations", "lora_r", "lora_alpha", "batch_size",
@@ -92,8 +108,10 @@ def algorithm_settings(variant: str, seed: int, plan: RunPlan) -> dict:
 
     overrides = variant_overrides(variant)
     data: dict = {"preset": overrides.get("preset", "paper"), "iterations": plan.iterations}
-    sections = {"search": {"max_sentences": plan.max_sentences, "seed": seed},
-                "dpo": {"lr_scheduler": plan.lr_scheduler, "warmup_ratio": 0.0}}
+    sections = {"search": {**TOY_ALGORITHM["search"], "max_sentences": plan.max_sentences,
+                           "seed": seed},
+                "reward": dict(TOY_ALGORITHM["reward"]),
+                "dpo": {"lr_scheduler": plan.lr_scheduler}}
     for section, fields in overrides.items():
         if section != "preset":
             sections[section] = {**sections.get(section, {}), **fields}
@@ -223,6 +241,18 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _run_logged(out: Path, variant: str, seed: int, plan: RunPlan, terminal,
+                logs_to_file: bool) -> RunResult:
+    if not logs_to_file:
+        return run_variant(out, variant, seed, plan, terminal)
+    from rich.console import Console
+
+    directory = out / variant / f"seed-{seed}"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "up.log", "a") as log:
+        return run_variant(out, variant, seed, plan, Console(file=log, width=160))
+
+
 def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunPlan,
                     logs_to_file: bool) -> dict:
     """Every variant on every seed, then the table (console and results.md), results.json
@@ -233,21 +263,25 @@ def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunP
 
     terminal = Console(highlight=False)
     runs: dict[str, list[list[dict]]] = {}
+    failed: dict[str, dict[int, str]] = {}
     for variant in dict.fromkeys(variants):
         for seed in dict.fromkeys(seeds):
             terminal.rule(f"{variant}, seed {seed}")
-            directory = out / variant / f"seed-{seed}"
-            directory.mkdir(parents=True, exist_ok=True)
-            if logs_to_file:
-                with open(directory / "up.log", "a") as log:
-                    result = run_variant(out, variant, seed, plan, Console(file=log, width=160))
-            else:
-                result = run_variant(out, variant, seed, plan, terminal)
+            try:
+                result = _run_logged(out, variant, seed, plan, terminal, logs_to_file)
+            except ExperimentError as e:  # the others still run; the table says why
+                terminal.print(f"[red]{variant}, seed {seed} failed:[/] {e}")
+                failed.setdefault(variant, {})[seed] = str(e)
+                continue
             runs.setdefault(variant, []).append(result.evaluations)
-    rows = table_rows(runs)
+    complete = {v: r for v, r in runs.items() if v not in failed}
+    if not complete:
+        raise ExperimentError(f"every run failed: {failed}")
+    rows = table_rows(complete)
     (out / "results.json").write_text(json.dumps(
-        {"plan": asdict(plan), "seeds": list(dict.fromkeys(seeds)), "runs": runs}, indent=2))
-    (out / "results.md").write_text(markdown(rows, len(set(seeds))))
+        {"plan": asdict(plan), "seeds": list(dict.fromkeys(seeds)), "runs": runs,
+         "failed": failed}, indent=2))
+    (out / "results.md").write_text(markdown(rows, len(set(seeds)), failed))
     figure = plot(runs, out / "plots" / "metrics-by-iteration.png")
     terminal.print(console_table(rows, f"Toy world, held-out scenes ({plan.eval_scenes}), "
                                        f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}"))

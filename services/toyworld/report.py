@@ -26,14 +26,17 @@ def table_rows(runs: Runs, main: str = "csr") -> list[tuple[str, dict[str, Sprea
     return rows
 
 
-def markdown(rows, seeds: int) -> str:
+def markdown(rows, seeds: int, failed: Mapping[str, Mapping[int, str]] | None = None) -> str:
     header = "| model | " + " | ".join(name for name, _ in METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
     for label, figures in rows:
         lines.append(f"| {label} | " + " | ".join(str(figures[name]) for name, _ in METRICS)
                      + " |")
     spread = f"mean ± sample std over {seeds} seeds" if seeds > 1 else "one seed"
-    return "\n".join(lines) + f"\n\n{spread}; POPE on adversarial negatives.\n"
+    notes = "".join(f"\n- {variant} did not finish (seed {seed}): {why}\n"
+                    for variant, seeds_failed in (failed or {}).items()
+                    for seed, why in seeds_failed.items())
+    return "\n".join(lines) + f"\n\n{spread}; POPE on adversarial negatives.\n" + notes
 
 
 def console_table(rows, title: str):
@@ -63,8 +66,9 @@ def plot(runs: Runs, path: Path) -> Path:
         axis.set_title(name)
         axis.set_xlabel("CSR iteration (0 = base)")
         axis.set_xticks(range(len(next(iter(runs.values()))[0])))
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center right", fontsize=8)
+    figure.tight_layout(rect=(0, 0, 0.9, 1))  # the legend sits right of the panels
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_one_csr_iteration_lowers_chair_s(tmp_path):
-    plan = RunPlan(prompts=200, iterations=1, eval_scenes=200)
+    plan = RunPlan(iterations=1)  # 300 prompts; measured: CHAIR_s 0.435 -> 0.285 (seed 0)
     with open(tmp_path / "up.log", "w") as log:
         result = run_variant(tmp_path, "csr", 0, plan, Console(file=log, width=160))
     base, first = result.evaluations

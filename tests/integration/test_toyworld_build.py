@@ -76,3 +76,18 @@ def test_eval_scores_a_model_and_an_adapter_on_held_out_scenes(built, tmp_path):
     shifted = evaluate(built.vlm, tmp_path / "adapter", count=12)
     assert shifted["adapter"] == str(tmp_path / "adapter")
     assert shifted["examples"] != base["examples"]  # the adapter is applied
+
+
+def test_csr_eval_writes_the_table_json_and_a_plot(built, tmp_path):
+    import json
+
+    from csr.cli import main
+    from services.toyworld.evaluate import evaluate
+
+    with pytest.raises(SystemExit) as done:
+        main(["eval", "--model", str(built.vlm), "--count", "6", "--json",
+              str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png")])
+    assert done.value.code == 0
+    [written] = json.loads((tmp_path / "e.json").read_text())
+    assert written["chair"] == evaluate(built.vlm, count=6)["chair"]
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

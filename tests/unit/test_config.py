@@ -21,6 +21,9 @@ def test_defaults_are_the_papers_except_the_documented_path_mean():
     assert config.reward.normalization == "raw"
     assert config.selection.aggregation == "mean"
     assert "sum rewarded length" in SelectionConfig.__doc__
+    # the paper says nothing of these: off by default
+    assert (config.reward.end_relevance, config.reward.relevance_baseline) == (None, 0.0)
+    assert config.search.min_words == 1
     assert (config.dpo.beta, config.dpo.lora_r, config.dpo.lora_alpha) == (0.1, 128, 256)
 
 
@@ -55,6 +58,10 @@ def test_settings_are_frozen():
     (RewardConfig, {"self_score": "sum"}, "self_score='sum'"),
     (RewardConfig, {"normalization": "zscore"}, "normalization='zscore'"),
     (SelectionConfig, {"aggregation": "max"}, "aggregation='max'"),
+    (SearchConfig, {"min_words": 0}, "min_words=0"),
+    (RewardConfig, {"end_relevance": -1.0}, "end_relevance=-1.0"),
+    (RewardConfig, {"end_relevance": float("inf")}, "end_relevance=inf"),
+    (RewardConfig, {"relevance_baseline": 101.0}, "relevance_baseline=101.0"),
     (DPOSettings, {"beta": 0.0}, "beta=0.0"),
     (DPOSettings, {"lora_r": 0}, "lora_r=0"),
     (DPOSettings, {"epochs": True}, "epochs=True"),

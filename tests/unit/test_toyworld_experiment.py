@@ -1,0 +1,77 @@
+"""The toy world's experiment plumbing: variants as algorithm files, and the results table's
+arithmetic (mean and sample spread over seeds), by hand."""
+
+import math
+
+import pytest
+
+from csr.config import CSRConfig
+from csr.evaluation.summary import spread, summarise
+from services.toyworld.experiment import (TOY_ALGORITHM, VARIANTS, ExperimentError, RunPlan,
+                                          algorithm_settings)
+from services.toyworld.report import markdown, table_rows
+
+
+def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
+    configs = {v: CSRConfig.from_dict(algorithm_settings(v, 7, RunPlan())) for v in VARIANTS}
+    csr = configs["csr"]
+    assert (csr.search.mode, csr.search.expansion, csr.reward.lam) == ("paper", "group-beam", 0.9)
+    assert (csr.reward.self_score, csr.selection.aggregation) == ("product", "mean")
+    assert csr.reward.end_relevance == TOY_ALGORITHM["reward"]["end_relevance"]
+    assert (csr.search.min_words, csr.search.max_sentences, csr.search.seed) == (3, 6, 7)
+    assert csr.iterations == 3 and csr.dpo.lr_scheduler == "cosine"
+    assert configs["lambda-0"].reward.lam == 0.0 and configs["lambda-1"].reward.lam == 1.0
+    assert configs["sample"].search.expansion == "sample"
+    assert configs["mean-logprob"].reward.self_score == "mean-logprob"
+    assert configs["free-end"].reward.end_relevance is None
+    assert configs["sum"].selection.aggregation == "sum"
+    assert configs["sum-baseline"].reward.relevance_baseline == 40.0
+    authors = configs["authors-code"]
+    assert (authors.search.mode, authors.reward.normalization) == ("authors-code", "rank")
+    for name, config in configs.items():  # everything else stays as in csr
+        if name not in ("lambda-0", "lambda-1"):
+            assert config.reward.lam == 0.9, name
+
+
+def test_unknown_variants_and_bad_plans_are_named():
+    with pytest.raises(ExperimentError, match="unknown variant 'lambda-2'; choose from csr"):
+        algorithm_settings("lambda-2", 0, RunPlan())
+    with pytest.raises(ExperimentError, match="prompts=0"):
+        RunPlan(prompts=0)
+    with pytest.raises(ExperimentError, match="learning_rate=2.0"):
+        RunPlan(learning_rate=2.0)
+
+
+def _evaluation(chair_s, recall):
+    pope = {"accuracy": 0.5, "f1": 0.4}
+    return {"chair": {"chair_s": chair_s, "chair_i": chair_s / 2, "recall": recall,
+                      "mean_sentences": 2.0}, "pope": {"adversarial": pope}}
+
+
+def test_spread_is_the_mean_and_the_sample_standard_deviation():
+    s = spread([0.2, 0.4, 0.6])
+    assert (s.mean, s.n) == (pytest.approx(0.4), 3)
+    assert s.std == pytest.approx(math.sqrt((0.04 + 0 + 0.04) / 2))  # 0.2
+    assert str(s) == "0.400 ± 0.200" and str(spread([0.25])) == "0.250"
+    with pytest.raises(ValueError, match="at least one"):
+        spread([])
+
+
+def test_table_rows_base_then_every_csr_iteration_then_each_variant_at_its_last():
+    runs = {"csr": [[_evaluation(0.5, 0.9), _evaluation(0.3, 0.8), _evaluation(0.2, 0.8)],
+                    [_evaluation(0.4, 0.9), _evaluation(0.1, 0.9), _evaluation(0.1, 0.7)]],
+            "lambda-0": [[_evaluation(0.5, 0.9), _evaluation(0.5, 0.9), _evaluation(0.6, 0.9)],
+                         [_evaluation(0.4, 0.9), _evaluation(0.4, 0.9), _evaluation(0.4, 0.9)]]}
+    rows = table_rows(runs)
+    assert [label for label, _ in rows] == ["base model", "csr, iteration 1",
+                                            "csr, iteration 2", "lambda-0, iteration 2"]
+    assert rows[0][1]["CHAIR_s"].mean == pytest.approx(0.45)
+    assert rows[2][1]["CHAIR_s"].mean == pytest.approx(0.15)
+    assert rows[2][1]["recall"].mean == pytest.approx(0.75)
+    assert rows[3][1]["CHAIR_s"].mean == pytest.approx(0.5)
+    assert summarise(runs["csr"], 1)["CHAIR_i"].mean == pytest.approx(0.1)
+    text = markdown(rows, 2)
+    assert "| csr, iteration 2 | 0.150 ± 0.071 |" in text and "over 2 seeds" in text
+    assert "- sum did not finish (seed 1): no pairs" in markdown(rows, 2, {"sum": {1: "no pairs"}})
+    with pytest.raises(ValueError, match="iteration 5 is not there"):
+        summarise(runs["csr"], 5)
