@@ -151,6 +151,9 @@ class RewardConfig:
     def __post_init__(self) -> None:
         _require_finite("lam", self.lam, 0.0, 1.0)
         _require_finite("relevance_baseline", self.relevance_baseline, 0.0, 100.0)
+        _require(self.relevance_baseline == 0 or self.normalization == "raw",
+                 f"relevance_baseline={self.relevance_baseline!r} has no effect with "
+                 "normalization='rank' (ranks ignore it); set it to 0 or use 'raw'")
         if self.end_relevance is not None:
             _require_finite("end_relevance", self.end_relevance, 0.0, 100.0)
         _require_choice("self_score", self.self_score, SELF_SCORES)

@@ -22,12 +22,16 @@ Edge cases, decided here once:
   ends its prefix's response: as it stands by default, or, with RewardConfig.end_relevance
   set, as a scored sentence "" of its own (R_T from the end token, R_I = end_relevance) that
   competes with its siblings and counts in the path's reward. Otherwise it is dropped, and so
-  is an end before the first sentence (a response says something).
+  is an end before the first sentence (a response says something). Only an empty end
+  candidate is scored: a path stopped by a cap, a missing marker or no continuation carries
+  no end sentence, so under the path mean reaching max_sentences skips the end's term; keep
+  the cap above the responses expected.
 - Siblings with the same stripped text are duplicates: the first (the expander's best) stays.
   A candidate with fewer than SearchConfig.min_words words is a fragment and is dropped.
   A candidate that repeats a sentence of its own prefix is dropped too: a response that says
   the same thing twice gains no reward for it (the path mean would otherwise pay for
-  "There is a ring. There is a ring." as much as for the true sentence once).
+  "There is a ring. There is a ring." as much as for the true sentence once). This holds in
+  both modes; the released code has no such rule.
 - A candidate that ends the response, lacks the sentence marker (it hit the token cap), or
   reaches the sentence or token cap finishes its path. Every finished candidate is kept,
   as in the released code; only unfinished ones compete for the keep_top/keep_bottom places.

@@ -24,13 +24,18 @@ def words(text: str) -> list[str]:
 
 _IRREGULAR = {"men": "man", "women": "woman", "mice": "mouse", "geese": "goose",
               "buses": "bus", "knives": "knife", "scissors": "scissors", "glasses": "glass",
-              "teeth": "tooth", "feet": "foot"}
+              "teeth": "tooth", "feet": "foot", "calves": "calf", "tvs": "tv",
+              "buffaloes": "buffalo", "collies": "collie", "magpies": "magpie",
+              "minibus": "minibus", "minibuses": "minibus", "airbus": "airbus",
+              "cookies": "cookie", "ties": "tie", "pies": "pie"}
 
 
 def singular(word: str) -> str:
     """Fold the plurals captions use ('circles', 'boxes', 'people' stays): enough for CHAIR."""
     if word in _IRREGULAR:
         return _IRREGULAR[word]
+    if word.endswith("men") and len(word) > 5:  # policemen, gentlemen, servicemen
+        return word[:-3] + "man"
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
     if word.endswith(("ches", "shes", "xes", "sses")):

@@ -26,24 +26,37 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(2) from error
 
 
-def _answers_with_model(model: Path, adapter: Path | None, images: Path | None,
-                        files: list[str], prompts: list[str], max_new_tokens: int) -> list[str]:
-    from PIL import Image
+class _Answerer:
+    """A model loaded once, answering (image file, prompt) pairs greedily; each image file is
+    read once however many questions ask about it."""
 
-    from services.evaluation.coco_files import EvalFileError
-    from services.evaluation.generate import answers, load_model
+    def __init__(self, model: Path, adapter: Path | None, images: Path | None):
+        from services.evaluation.coco_files import EvalFileError
+        from services.evaluation.generate import load_model
 
-    if images is None:
-        raise EvalFileError("--model needs --images, the directory the images are in")
-    loaded = []
-    for name in files:
-        try:
-            with Image.open(images / name) as image:
-                loaded.append(image.convert("RGB"))
-        except OSError as e:
-            raise EvalFileError(f"cannot read image {images / name}: {e}") from e
-    vlm, processor = load_model(model, adapter)
-    return answers(vlm, processor, loaded, prompts, max_new_tokens=max_new_tokens, batch=8)
+        if images is None:
+            raise EvalFileError("--model needs --images, the directory the images are in")
+        self.images, self.loaded = images, {}
+        self.vlm, self.processor = load_model(model, adapter)
+
+    def _image(self, name: str):
+        from PIL import Image
+
+        from services.evaluation.coco_files import EvalFileError
+
+        if name not in self.loaded:
+            try:
+                with Image.open(self.images / name) as image:
+                    self.loaded[name] = image.convert("RGB")
+            except OSError as e:
+                raise EvalFileError(f"cannot read image {self.images / name}: {e}") from e
+        return self.loaded[name]
+
+    def __call__(self, files: list[str], prompts: list[str], max_new_tokens: int) -> list[str]:
+        from services.evaluation.generate import answers
+
+        return answers(self.vlm, self.processor, [self._image(f) for f in files], prompts,
+                       max_new_tokens=max_new_tokens, batch=8)
 
 
 def chair_command(
@@ -77,8 +90,8 @@ def chair_command(
         else:
             files = image_files(instances)
             ids = sorted(files)[:count]
-            texts = _answers_with_model(model, adapter, images, [files[i] for i in ids],
-                                        [prompt] * len(ids), max_new_tokens)
+            texts = _Answerer(model, adapter, images)([files[i] for i in ids],
+                                                      [prompt] * len(ids), max_new_tokens)
             pairs = list(zip(ids, texts))
         truth = load_truth(instances, references, {i for i, _ in pairs})
         result = coco_chair(pairs, truth)
@@ -119,15 +132,17 @@ def pope_command(
     try:
         if bool(answers) == (model is not None) or (answers and len(answers) != len(questions)):
             raise EvalFileError("give one --answers file per --questions file, or --model")
+        answerer = _Answerer(model, adapter, images) if model is not None else None
+        stems = [path.stem for path in questions]
         for n, path in enumerate(questions):
             asked = read_pope_questions(path)
-            if model is not None:
-                replies = _answers_with_model(model, adapter, images, [q.image for q in asked],
-                                              [q.text + suffix for q in asked], 16)
+            if answerer is not None:
+                replies = answerer([q.image for q in asked], [q.text + suffix for q in asked], 16)
                 given = {q.question_id: r for q, r in zip(asked, replies)}
             else:
                 given = read_pope_answers(answers[n])
-            results[path.stem] = score_pope(asked, given)
+            name = path.stem if stems.count(path.stem) == 1 else str(path)
+            results[name] = score_pope(asked, given)
     except (EvalFileError, ValueError) as e:
         _fail(e)
     table = Table("questions", "n", "accuracy", "precision", "recall", "F1", "yes-ratio")

@@ -45,6 +45,11 @@ def load_truth(instances: Path, captions: Path | None = None,
     """image id -> true COCO categories, for `image_ids` (default: every image in instances)."""
     coco = _coco(instances)
     wanted = sorted(coco.getImgIds() if image_ids is None else set(image_ids))
+    unknown = [i for i in wanted if i not in coco.imgs]
+    if unknown:
+        raise EvalFileError(f"{len(unknown)} captioned images are not in {instances} (first "
+                            f"ids {unknown[:5]}); give the instances file of their split "
+                            "(COCO val2014 for the paper's CHAIR)")
     names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
     categories = {i: [names[a["category_id"]] for a in coco.imgToAnns.get(i, [])]
                   for i in wanted}
@@ -126,8 +131,14 @@ def read_pope_questions(path: Path) -> list[PopeQuestion]:
 
 
 def read_pope_answers(path: Path) -> dict[int, str]:
-    return {_field(r, "question_id", path, n, int): _field(r, "text", path, n, str)
-            for n, r in enumerate(_rows(path), start=1)}
+    answers: dict[int, str] = {}
+    for n, row in enumerate(_rows(path), start=1):
+        question_id = _field(row, "question_id", path, n, int)
+        if question_id in answers:
+            raise EvalFileError(f"{path}: entry {n} answers question {question_id} again; "
+                                "keep one answer per question")
+        answers[question_id] = _field(row, "text", path, n, str)
+    return answers
 
 
 def score_pope(questions: Sequence[PopeQuestion], answers: dict[int, str]) -> dict:

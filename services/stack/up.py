@@ -103,9 +103,17 @@ class Stack:
             self._print("csr up", "red", f"error: csr up (pid {running['pid']}) is already "
                         f"running on {run_dir}; stop it first, or use another run_dir")
             return 2
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: self.stopping.set())
+                previous[sig] = signal.signal(sig, lambda *_: self.stopping.set())
+        try:
+            return self._run(run_dir)
+        finally:  # a caller that goes on after us (csr toyworld run) gets its Ctrl-C back
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self, run_dir: Path) -> int:
         redis = start_redis(run_dir)
         url = f"unix://{redis.socket_file}"
         self._print("redis", "white", f"embedded Redis at {url} (data in {run_dir})")

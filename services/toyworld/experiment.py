@@ -169,26 +169,40 @@ def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> R
     algorithm_data = algorithm_settings(variant, seed, plan)
     directory = out / variant / f"seed-{seed}"
     record = directory / "eval.json"
+    models = build_toyworld(out / "models" / f"seed-{seed}", seed=seed)  # cached: a hash check
     wanted = {"variant": variant, "seed": seed, "plan": asdict(plan),
-              "algorithm": algorithm_data}
+              "algorithm": algorithm_data, "models": models.record["sha256"]}
     done = _read_json(record)
     if done and {k: done.get(k) for k in wanted} == wanted:
         console.print(f"{variant} seed {seed}: already evaluated ({record})")
         return RunResult(variant, seed, done["evaluations"], directory)
-    models = build_toyworld(out / "models" / f"seed-{seed}", seed=seed)
+    _start_afresh_unless(directory, wanted)
     prompt_file = write_prompt_set(out / "prompts" / f"seed-{seed}", seed, plan.prompts)
-    directory.mkdir(parents=True, exist_ok=True)
     (directory / "algorithm.yaml").write_text(yaml.safe_dump(algorithm_data, sort_keys=False))
     settings = stack_settings(models.clip, models.vlm, prompt_file,
                               directory / "algorithm.yaml", seed, plan)
     (directory / "csr.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     adapters = run_stack(directory / "csr.yaml", plan.iterations, console)
-    evaluations = [base_evaluation(out, seed, models.vlm, plan.eval_scenes)]
+    evaluations = [base_evaluation(out, seed, models, plan.eval_scenes)]
     evaluations += [_evaluate(models.vlm, adapter, plan.eval_scenes) for adapter in adapters]
     for iteration, evaluation in enumerate(evaluations):
         evaluation["iteration"] = iteration
     record.write_text(json.dumps({**wanted, "evaluations": evaluations}, indent=2))
     return RunResult(variant, seed, evaluations, directory)
+
+
+def _start_afresh_unless(directory: Path, wanted: dict) -> None:
+    """Keep a run's Redis data and adapters (an interrupted run resumes) only if they were
+    made with the same settings and models; otherwise start the run again from nothing."""
+    import shutil
+
+    marker = directory / "run.json"
+    if _read_json(marker) != wanted:
+        shutil.rmtree(directory / "run", ignore_errors=True)
+        record = directory / "eval.json"
+        record.unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(wanted, indent=2))
 
 
 def run_stack(config_path: Path, iterations: int, console) -> list[Path]:
@@ -201,7 +215,10 @@ def run_stack(config_path: Path, iterations: int, console) -> list[Path]:
     config = load_stack_config(config_path)
     store = AdapterStore(config.run_dir / "adapters")
     if not _all_closed(store, iterations):
-        code = Stack(config, {}, console).run()
+        stack = Stack(config, {}, console)
+        code = stack.run()
+        if stack.stopping.is_set():  # Ctrl-C: stop the experiment, not just this run
+            raise KeyboardInterrupt
         if code != 0:
             raise ExperimentError(f"csr up on {config_path} exited with status {code}; its "
                                   f"log is above (or in {config_path.parent / 'up.log'})")
@@ -215,14 +232,15 @@ def _all_closed(store, iterations: int) -> bool:
     return all(store.version_of_iteration(t) is not None for t in range(1, iterations + 1))
 
 
-def base_evaluation(out: Path, seed: int, vlm: Path, count: int) -> dict:
-    """The base model's evaluation, once per seed (every variant starts from it)."""
+def base_evaluation(out: Path, seed: int, models, count: int) -> dict:
+    """The base model's evaluation, once per seed and build (every variant starts from it)."""
     path = out / "models" / f"seed-{seed}" / f"base-eval-{count}.json"
     cached = _read_json(path)
-    if cached is not None:
-        return cached
-    result = _evaluate(vlm, None, count)
-    path.write_text(json.dumps(result, indent=2))
+    if cached is not None and cached.get("models") == models.record["sha256"]:
+        return cached["evaluation"]
+    result = _evaluate(models.vlm, None, count)
+    path.write_text(json.dumps({"models": models.record["sha256"], "evaluation": result},
+                               indent=2))
     return result
 
 
@@ -269,7 +287,8 @@ def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunP
             terminal.rule(f"{variant}, seed {seed}")
             try:
                 result = _run_logged(out, variant, seed, plan, terminal, logs_to_file)
-            except ExperimentError as e:  # the others still run; the table says why
+            except (ExperimentError, RuntimeError, OSError, ValueError) as e:
+                # the others still run; the table says why (StackConfigError is a ValueError)
                 terminal.print(f"[red]{variant}, seed {seed} failed:[/] {e}")
                 failed.setdefault(variant, {})[seed] = str(e)
                 continue
@@ -282,7 +301,7 @@ def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunP
         {"plan": asdict(plan), "seeds": list(dict.fromkeys(seeds)), "runs": runs,
          "failed": failed}, indent=2))
     (out / "results.md").write_text(markdown(rows, len(set(seeds)), failed))
-    figure = plot(runs, out / "plots" / "metrics-by-iteration.png")
+    figure = plot(complete, out / "plots" / "metrics-by-iteration.png")
     terminal.print(console_table(rows, f"Toy world, held-out scenes ({plan.eval_scenes}), "
                                        f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}"))
     terminal.print(f"results: {out / 'results.md'}, {out / 'results.json'}")

@@ -74,7 +74,9 @@ def service_board(logging_dir: str | Path):
 
 
 def _mean_relevance(sentences) -> float:
-    values = [s.r_i for s in sentences]
+    # The scored end of a response (text "", RewardConfig.end_relevance) is no sentence of
+    # the response: its R_I is a setting, not CLIP's view of the image.
+    values = [s.r_i for s in sentences if s.text.strip()]
     return sum(values) / len(values) if values else 0.0
 
 

@@ -96,7 +96,20 @@ def test_bad_files_are_named_with_the_fix(tmp_path, capsys):
               str(tmp_path / "c.jsonl")])
     assert done.value.code == 2
     assert "no 'image_id'" in capsys.readouterr().err
+    (tmp_path / "instances.json").write_text(json.dumps(
+        {"images": IMAGES, "categories": CATEGORIES, "annotations": []}))
+    (tmp_path / "c.jsonl").write_text('{"image_id": 7, "caption": "A dog."}')
+    with pytest.raises(SystemExit):  # an image of another split is no empty image
+        main(["chair", "--instances", str(tmp_path / "instances.json"), "--captions",
+              str(tmp_path / "c.jsonl")])
+    assert "1 captioned images are not in" in capsys.readouterr().err
     _pope_files(tmp_path)
+    (tmp_path / "twice.jsonl").write_text('{"question_id": 1, "text": "Yes"}\n'
+                                          '{"question_id": 1, "text": "No"}')
+    with pytest.raises(SystemExit):
+        main(["pope", "--questions", str(tmp_path / "coco_pope_adversarial.json"),
+              "--answers", str(tmp_path / "twice.jsonl")])
+    assert "answers question 1 again" in capsys.readouterr().err
     (tmp_path / "answers.jsonl").write_text('{"question_id": 1, "text": "Yes"}')
     with pytest.raises(SystemExit):
         main(["pope", "--questions", str(tmp_path / "coco_pope_adversarial.json"),

@@ -24,6 +24,7 @@ def test_the_synonym_list_has_the_80_coco_categories_each_named_first():
     ("A dog and two puppies, wine glasses, a bow tie.", ["dog", "dog", "wine glass", "tie"]),
     ("A sofa, a chair and a stool by the desk.", ["couch", "chair", "chair", "dining table"]),
     ("Nothing COCO knows of here.", []),
+    ("Two policemen, calves, collies and a minibus.", ["person", "cow", "dog", "bus"]),
 ])
 def test_mentions_follow_the_chair_rules(text, expected):
     assert coco_mentions(text) == expected

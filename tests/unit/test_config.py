@@ -62,6 +62,7 @@ def test_settings_are_frozen():
     (RewardConfig, {"end_relevance": -1.0}, "end_relevance=-1.0"),
     (RewardConfig, {"end_relevance": float("inf")}, "end_relevance=inf"),
     (RewardConfig, {"relevance_baseline": 101.0}, "relevance_baseline=101.0"),
+    (RewardConfig, {"relevance_baseline": 40.0, "normalization": "rank"}, "no effect with"),
     (DPOSettings, {"beta": 0.0}, "beta=0.0"),
     (DPOSettings, {"lora_r": 0}, "lora_r=0"),
     (DPOSettings, {"epochs": True}, "epochs=True"),

@@ -73,12 +73,10 @@ def test_raw_merit_is_the_calibrated_reward():
     assert sentence_merits([0.5, 0.1], [30.0, 0.0], config) == pytest.approx([27.05, 0.01])
 
 
-def test_a_relevance_baseline_is_taken_off_r_i_and_only_in_raw_mode():
+def test_a_relevance_baseline_is_taken_off_r_i():
     """b 40, lam 0.9: 0.9 * (30 - 40) + 0.1 * 0.5 = -8.95; 0.9 * (50 - 40) + 0.1 * 0.1 = 9.01."""
     config = RewardConfig(lam=0.9, relevance_baseline=40.0)
     assert sentence_merits([0.5, 0.1], [30.0, 50.0], config) == pytest.approx([-8.95, 9.01])
-    ranked = RewardConfig(lam=0.9, normalization="rank", relevance_baseline=40.0)
-    assert sentence_merits([0.3, 0.1], [10.0, 30.0], ranked) == pytest.approx([-0.95, -0.55])
 
 
 def test_rank_merit_is_minus_the_combined_rank():

@@ -75,3 +75,17 @@ def test_table_rows_base_then_every_csr_iteration_then_each_variant_at_its_last(
     assert "- sum did not finish (seed 1): no pairs" in markdown(rows, 2, {"sum": {1: "no pairs"}})
     with pytest.raises(ValueError, match="iteration 5 is not there"):
         summarise(runs["csr"], 5)
+
+
+def test_a_run_resumes_only_with_the_same_settings_and_models(tmp_path):
+    from services.toyworld.experiment import _start_afresh_unless
+
+    wanted = {"variant": "csr", "models": {"vlm": "ab12"}}
+    _start_afresh_unless(tmp_path, wanted)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "redis.db").write_text("pairs")
+    _start_afresh_unless(tmp_path, wanted)  # same: an interrupted run goes on
+    assert (tmp_path / "run" / "redis.db").read_text() == "pairs"
+    (tmp_path / "eval.json").write_text("{}")
+    _start_afresh_unless(tmp_path, {**wanted, "models": {"vlm": "cd34"}})  # models rebuilt
+    assert not (tmp_path / "run").exists() and not (tmp_path / "eval.json").exists()
