@@ -73,7 +73,8 @@ def run_command(
                                             "several.")] = [0],  # noqa: B006
     variant: Annotated[list[str], typer.Option(help="csr (the toy world's defaults), "
                                                "lambda-0, lambda-1, sample, mean-logprob, "
-                                               "free-end, sum, sum-baseline, authors-code; "
+                                               "free-end, sum, sum-baseline, authors-code, "
+                                               "rank, rank-lambda-1; "
                                                "repeat for several.")] = ["csr"],  # noqa: B006
     iterations: Annotated[int, typer.Option(help="CSR iterations T.")] = 3,
     prompts: Annotated[int, typer.Option(help="Training prompts per iteration.")] = 300,

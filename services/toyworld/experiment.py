@@ -43,6 +43,10 @@ VARIANTS: dict[str, dict] = {
     "sum-baseline": {"selection": {"aggregation": "sum"},
                      "reward": {**FREE_END, "relevance_baseline": 40.0}},
     "authors-code": {"preset": "authors-code", "reward": FREE_END},  # released search, ranks
+    # R_T and R_I as sibling ranks (the released code's scale) in the paper's search, so that
+    # lambda weighs comparable numbers; with raw scores R_T (<= 1) barely moves R (0-100)
+    "rank": {"reward": {"normalization": "rank"}},
+    "rank-lambda-1": {"reward": {"normalization": "rank", "lam": 1.0}},
 }
 # The toy world's algorithm settings: the paper's (group beam search 5/5/3.0, lambda 0.9,
 # R_T the product of token probabilities) and the project's path mean, plus three settings

@@ -28,8 +28,11 @@ def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
     assert configs["sum-baseline"].reward.relevance_baseline == 40.0
     authors = configs["authors-code"]
     assert (authors.search.mode, authors.reward.normalization) == ("authors-code", "rank")
+    assert configs["rank"].reward.normalization == "rank"
+    assert (configs["rank-lambda-1"].reward.normalization, configs["rank-lambda-1"].reward.lam) \
+        == ("rank", 1.0)
     for name, config in configs.items():  # everything else stays as in csr
-        if name not in ("lambda-0", "lambda-1"):
+        if not name.endswith(("lambda-0", "lambda-1")):
             assert config.reward.lam == 0.9, name
 
 
