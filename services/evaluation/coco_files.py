@@ -21,6 +21,7 @@ from pathlib import Path
 
 from csr.evaluation.coco import ground_truth
 from csr.evaluation.metrics import parse_yes_no, pope_metrics
+from services.json_rows import parse_json_rows
 
 
 class EvalFileError(ValueError):
@@ -71,12 +72,8 @@ def _rows(path: Path) -> list[dict]:
         text = path.read_text()
     except OSError as e:
         raise EvalFileError(f"cannot read {path}: {e}") from e
-    stripped = text.lstrip()
     try:
-        if stripped.startswith("["):
-            rows = json.loads(text)
-        else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = parse_json_rows(text)
     except json.JSONDecodeError as e:
         raise EvalFileError(f"{path}: not JSON or JSONL ({e}); write one object per line, "
                             "or a JSON list of objects") from e

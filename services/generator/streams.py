@@ -23,6 +23,7 @@ from pathlib import Path
 import redis
 
 from csr.records import PreferenceRecord
+from services.json_rows import parse_json_rows
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +295,6 @@ def _read_rows(path: str) -> list:
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     try:
-        return json.loads(text) if text.lstrip().startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()]
+        return parse_json_rows(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"prompt set {path} is neither a JSON list nor JSONL: {e}") from e
