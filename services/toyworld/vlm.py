@@ -23,14 +23,18 @@ from services.toyworld.tokenizer import CHAT_TEMPLATE, PROMPTS
 
 @dataclass(frozen=True)
 class VLMRecipe:
-    captions: int = 6000
-    epochs: int = 3
+    # 10,000 examples, half of them questions, 4 epochs: with 6,000 and 30 % the VLM answered
+    # yes/no from the image but ignored which shape was asked about (POPE accuracy 0.52 on
+    # seed 0); with these it is 0.88 / 0.86 / 0.84 (random / popular / adversarial), and its
+    # descriptions hallucinate as before (CHAIR_s 0.425 against 0.435).
+    captions: int = 10000
+    epochs: int = 4
     batch: int = 64
     lr: float = 2e-3
     hidden: int = 128
     layers: int = 2
     heads: int = 4
-    qa_fraction: float = 0.3  # examples that are yes/no questions (POPE's format)
+    qa_fraction: float = 0.5  # examples that are yes/no questions (POPE's format)
 
 
 def processor_for(tokenizer, clip_model, world: WorldConfig):

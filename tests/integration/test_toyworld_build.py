@@ -4,6 +4,7 @@ bits from the seed, reused when current, and loaded by the reward service and th
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -91,3 +92,32 @@ def test_csr_eval_writes_the_table_json_and_a_plot(built, tmp_path):
     [written] = json.loads((tmp_path / "e.json").read_text())
     assert written["chair"] == evaluate(built.vlm, count=6)["chair"]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+
+def test_agreement_searches_every_prompt_per_variant_without_one_search_leaking_into_another(
+        tmp_path):
+    from csr.evaluation.agreement import pair_agreement
+    from csr.evaluation.metrics import chair
+    from csr.toyworld.world import scenes
+    from services.toyworld.agreement import compare_variants
+    from services.toyworld.evaluate import VOCABULARY
+    from services.toyworld.experiment import PROMPT_SEED_BASE, RunPlan
+
+    # trained just enough to write two or three sentences, so that the search makes pairs
+    writer = replace(SMALL, vlm=VLMRecipe(captions=1024, epochs=3, batch=32))
+    plan = RunPlan(prompts=6, generator_batch=4)
+    report = compare_variants(tmp_path, 3, ["csr", "lambda-0"], plan, writer)
+    backwards = compare_variants(tmp_path, 3, ["lambda-0", "csr"], plan, writer)
+    ids = {f"toy-3-{i}" for i in range(6)}
+    by_name = {v.variant: v for v in report.variants}
+    assert set(by_name) == {"csr", "lambda-0"}
+    for v in backwards.variants:  # the same pairs whichever variant is searched first
+        assert set(v.pairs) == ids and v.pairs == by_name[v.variant].pairs
+    csr, lambda0 = by_name["csr"], by_name["lambda-0"]
+    made = [k for k, p in csr.pairs.items() if p]
+    assert made, csr.pairs
+    assert report.agreements[("csr", "lambda-0")] == pair_agreement(csr.pairs, lambda0.pairs)
+    truths = {f"toy-3-{i}": s.shapes for i, s in enumerate(scenes(PROMPT_SEED_BASE + 3, 6))}
+    assert csr.chosen == chair([csr.pairs[k][0] for k in made], [truths[k] for k in made],
+                               VOCABULARY)

@@ -92,3 +92,19 @@ def test_a_run_resumes_only_with_the_same_settings_and_models(tmp_path):
     (tmp_path / "eval.json").write_text("{}")
     _start_afresh_unless(tmp_path, {**wanted, "models": {"vlm": "cd34"}})  # models rebuilt
     assert not (tmp_path / "run").exists() and not (tmp_path / "eval.json").exists()
+
+
+def test_agreement_command_names_what_it_cannot_compare(tmp_path):
+    from typer.testing import CliRunner
+
+    from csr.cli import app
+
+    runner = CliRunner()
+    env = {"COLUMNS": "200"}
+    result = runner.invoke(app, ["toyworld", "agreement", "--out", str(tmp_path),
+                                 "--variant", "csr"], env=env)
+    assert result.exit_code == 2 and "name two variants or more" in result.output
+    result = runner.invoke(app, ["toyworld", "agreement", "--out", str(tmp_path),
+                                 "--variant", "csr", "--variant", "lambda-2"], env=env)
+    assert result.exit_code == 2 and "unknown variant 'lambda-2'" in result.output
+    assert not (tmp_path / "models").exists()  # refused before building anything

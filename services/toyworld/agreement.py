@@ -1,0 +1,124 @@
+"""`csr toyworld agreement`: do two variants even make different preference pairs?
+
+Owns the in-process comparison behind the README's finding on lambda = 1. For one seed it
+takes the base model and the toy CLIP (`csr toyworld build`'s, reused when current) and the
+first iteration's prompt set of `csr toyworld run`, and for each variant runs the generator's
+own search (services.generator.pipeline.search_prompts, what `csr up` runs, with R_I from the
+core's formula) under that variant's algorithm settings. It reports the CHAIR of the chosen
+and rejected responses and, for every two variants, the share of prompts whose pairs are
+identical (csr.evaluation.agreement). Iteration 1 only: later iterations start from adapters
+that already differ. No Redis, no gRPC and no training: seconds per variant.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from csr.evaluation.agreement import Pair, PairAgreement, pair_agreement
+from csr.evaluation.metrics import ChairResult, chair
+from csr.toyworld.world import scenes
+from services.toyworld.evaluate import VOCABULARY
+from services.toyworld.experiment import (PROMPT_SEED_BASE, RunPlan, algorithm_settings,
+                                          write_prompt_set)
+
+
+@dataclass(frozen=True)
+class VariantPairs:
+    variant: str
+    pairs: dict[str, Pair | None]  # prompt id -> (chosen, rejected), None: no pair
+    chosen: ChairResult | None  # CHAIR of the chosen responses; None: no prompt made a pair
+    rejected: ChairResult | None
+
+
+@dataclass(frozen=True)
+class AgreementReport:
+    seed: int
+    variants: list[VariantPairs]
+    agreements: dict[tuple[str, str], PairAgreement | None]  # None: no prompt in common
+
+
+def compare_variants(out: Path, seed: int, variants: list[str], plan: RunPlan,
+                     recipe=None) -> AgreementReport:
+    """Iteration 1's pairs under each variant, from the same model, CLIP and prompts
+    (`recipe`: the toy world's models, ToyWorldRecipe() unless given)."""
+    from services.toyworld.build import ToyWorldRecipe, build_toyworld
+
+    recipe = recipe or ToyWorldRecipe()
+    settings = {name: algorithm_settings(name, seed, plan) for name in dict.fromkeys(variants)}
+    models = build_toyworld(out / "models" / f"seed-{seed}", seed=seed, recipe=recipe,
+                            progress=False)
+    prompt_file = write_prompt_set(out / "prompts" / f"seed-{seed}", seed, plan.prompts,
+                                   recipe.world)
+    truths = {f"toy-{seed}-{i}": s.shapes for i, s in
+              enumerate(scenes(PROMPT_SEED_BASE + seed, plan.prompts, recipe.world))}
+    searcher = _Searcher(models.vlm, models.clip, prompt_file, plan.generator_batch)
+    found = [_summarise(name, searcher.pairs(data), truths) for name, data in settings.items()]
+    agreements = {(a.variant, b.variant): _agreement(a, b)
+                  for a, b in itertools.combinations(found, 2)}
+    return AgreementReport(seed, found, agreements)
+
+
+def _agreement(a: VariantPairs, b: VariantPairs) -> PairAgreement | None:
+    both = [k for k in a.pairs if a.pairs[k] is not None and b.pairs.get(k) is not None]
+    return pair_agreement(a.pairs, b.pairs) if both else None
+
+
+def _summarise(variant: str, pairs: dict[str, Pair | None], truths: dict) -> VariantPairs:
+    made = [key for key, pair in pairs.items() if pair is not None]
+    if not made:
+        return VariantPairs(variant, pairs, None, None)
+    truth = [truths[key] for key in made]
+    return VariantPairs(variant, pairs,
+                        chair([pairs[k][0] for k in made], truth, VOCABULARY),
+                        chair([pairs[k][1] for k in made], truth, VOCABULARY))
+
+
+class _Searcher:
+    """The base VLM and the toy CLIP, loaded once; one search of the prompt set per call."""
+
+    def __init__(self, vlm: Path, clip: Path, prompt_file: Path, batch: int):
+        from PIL import Image
+
+        from services.evaluation.generate import load_model
+        from services.generator.streams import load_prompt_set
+        from services.reward.models import load_backend
+
+        self.model, self.processor = load_model(vlm)
+        self.clip = load_backend("hf", str(clip), "", "cpu", "fp32")
+        self.items = load_prompt_set(str(prompt_file), 1)  # as the generator reads it
+        root = prompt_file.parent / "images"
+        self.images = {item.image: Image.open(root / item.image).convert("RGB")
+                       for item in self.items}
+        self.batch = batch
+        self._image_embeddings: dict[str, object] = {}
+
+    def relevance(self, image_ref: str, sentences) -> list[float]:
+        from csr.rewards import relevance_score
+
+        if image_ref not in self._image_embeddings:
+            self._image_embeddings[image_ref] = self.clip.encode_images([self.images[image_ref]])
+        texts = self.clip.encode_texts(list(sentences))
+        cosines = (self._image_embeddings[image_ref] @ texts.T)[0].clamp(-1.0, 1.0)
+        return [relevance_score(c) for c in cosines.tolist()]
+
+    def pairs(self, algorithm: dict) -> dict[str, Pair | None]:
+        from csr.config import CSRConfig
+        from csr.search import SearchRequest
+        from csr.selection import NoPair
+        from services.generator.engine import VLMEngine
+        from services.generator.pipeline import search_prompts
+
+        config = CSRConfig.from_dict(algorithm)
+        engine = VLMEngine(self.model, self.processor, config.search)
+        found: dict[str, Pair | None] = {}
+        for start in range(0, len(self.items), self.batch):
+            requests = [SearchRequest(item.prompt_id, item.prompt, item.image)
+                        for item in self.items[start:start + self.batch]]
+            for outcome in search_prompts(requests, engine, self.relevance, config,
+                                          self.images.__getitem__, 1, "base"):
+                pair = outcome.pair
+                found[outcome.search.request.prompt_id] = (
+                    None if isinstance(pair, NoPair) else (pair.chosen.text, pair.rejected.text))
+        return found
