@@ -6,8 +6,10 @@ first iteration's prompt set of `csr toyworld run`, and for each variant runs th
 own search (services.generator.pipeline.search_prompts, what `csr up` runs, with R_I from the
 core's formula) under that variant's algorithm settings. It reports the CHAIR of the chosen
 and rejected responses and, for every two variants, the share of prompts whose pairs are
-identical (csr.evaluation.agreement). Iteration 1 only: later iterations start from adapters
-that already differ. No Redis, no gRPC and no training: seconds per variant.
+identical (csr.evaluation.agreement). It searches from the base model (iteration 1) or from
+an adapter a run published (`--adapter`, the next iteration), so that variants are compared
+from the same start: runs of two variants soon search from adapters that differ by their
+noise. No Redis, no gRPC and no training: seconds per variant.
 """
 
 from __future__ import annotations
@@ -35,14 +37,16 @@ class VariantPairs:
 @dataclass(frozen=True)
 class AgreementReport:
     seed: int
+    adapter: Path | None  # searched from this adapter version; None: the base model
     variants: list[VariantPairs]
     agreements: dict[tuple[str, str], PairAgreement | None]  # None: no prompt in common
 
 
 def compare_variants(out: Path, seed: int, variants: list[str], plan: RunPlan,
-                     recipe=None) -> AgreementReport:
-    """Iteration 1's pairs under each variant, from the same model, CLIP and prompts
-    (`recipe`: the toy world's models, ToyWorldRecipe() unless given)."""
+                     recipe=None, adapter: Path | None = None) -> AgreementReport:
+    """The pairs under each variant, from the same model, CLIP and prompts: the base model
+    (iteration 1), or the base with `adapter` (a run's adapter version: the iteration after
+    it). `recipe`: the toy world's models, ToyWorldRecipe() unless given."""
     from services.toyworld.build import ToyWorldRecipe, build_toyworld
 
     recipe = recipe or ToyWorldRecipe()
@@ -53,11 +57,11 @@ def compare_variants(out: Path, seed: int, variants: list[str], plan: RunPlan,
                                    recipe.world)
     truths = {f"toy-{seed}-{i}": s.shapes for i, s in
               enumerate(scenes(PROMPT_SEED_BASE + seed, plan.prompts, recipe.world))}
-    searcher = _Searcher(models.vlm, models.clip, prompt_file, plan.generator_batch)
+    searcher = _Searcher(models.vlm, adapter, models.clip, prompt_file, plan.generator_batch)
     found = [_summarise(name, searcher.pairs(data), truths) for name, data in settings.items()]
     agreements = {(a.variant, b.variant): _agreement(a, b)
                   for a, b in itertools.combinations(found, 2)}
-    return AgreementReport(seed, found, agreements)
+    return AgreementReport(seed, adapter, found, agreements)
 
 
 def _agreement(a: VariantPairs, b: VariantPairs) -> PairAgreement | None:
@@ -76,16 +80,18 @@ def _summarise(variant: str, pairs: dict[str, Pair | None], truths: dict) -> Var
 
 
 class _Searcher:
-    """The base VLM and the toy CLIP, loaded once; one search of the prompt set per call."""
+    """The VLM (with an adapter, if given) and the toy CLIP, loaded once; one search of the
+    prompt set per call."""
 
-    def __init__(self, vlm: Path, clip: Path, prompt_file: Path, batch: int):
+    def __init__(self, vlm: Path, adapter: Path | None, clip: Path, prompt_file: Path,
+                 batch: int):
         from PIL import Image
 
         from services.evaluation.generate import load_model
         from services.generator.streams import load_prompt_set
         from services.reward.models import load_backend
 
-        self.model, self.processor = load_model(vlm)
+        self.model, self.processor = load_model(vlm, adapter)
         self.clip = load_backend("hf", str(clip), "", "cpu", "fp32")
         self.items = load_prompt_set(str(prompt_file), 1)  # as the generator reads it
         root = prompt_file.parent / "images"

@@ -111,10 +111,13 @@ def agreement_command(
     variant: Annotated[list[str], typer.Option(help="Variants to compare (at least two); "
                                                "repeat.")] = ["csr", "lambda-1"],  # noqa: B006
     prompts: Annotated[int, typer.Option(help="Training prompts searched.")] = 300,
+    adapter: Annotated[Path | None, typer.Option(help="Search from this adapter version (e.g. "
+                                                "a run's run/adapters/2) instead of the base "
+                                                "model.")] = None,
 ) -> None:
-    """Search iteration 1's prompts under each variant, in process, and show how many
-    preference pairs two variants have in common: an ablation with the default's pairs
-    trains the default's model."""
+    """Search the training prompts under each variant, in process, from the base model or an
+    adapter, and show how many preference pairs two variants have in common: an ablation
+    with the default's pairs trains the default's model."""
     from rich.console import Console
 
     from services.toyworld.agreement import compare_variants
@@ -126,12 +129,16 @@ def agreement_command(
         plan = RunPlan(prompts=prompts)
     except ExperimentError as e:
         raise typer.BadParameter(str(e)) from e
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise typer.BadParameter(f"{adapter} holds no adapter_config.json; give an adapter "
+                                 "version directory, such as a run's run/adapters/1",
+                                 param_hint="--adapter")
     if len(set(variant)) < 2:
         raise typer.BadParameter(f"got {sorted(set(variant))}; name two variants or more",
                                  param_hint="--variant")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        report = compare_variants(out.resolve(), seed, variant, plan)
+        report = compare_variants(out.resolve(), seed, variant, plan, adapter=adapter)
     except (ExperimentError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
@@ -143,8 +150,8 @@ def _agreement_tables(report, prompts: int):
     from rich.table import Column, Table
 
     found = Table(Column("variant", no_wrap=True), "pairs", "chosen CHAIR_s", "chosen recall",
-                  "rejected CHAIR_s", title=f"Iteration 1 pairs, seed {report.seed}, "
-                                            f"{prompts} prompts")
+                  "rejected CHAIR_s", title=f"Pairs from {report.adapter or 'the base model'}"
+                                            f", seed {report.seed}, {prompts} prompts")
     for v in report.variants:
         made = sum(p is not None for p in v.pairs.values())
         figures = ([f"{v.chosen.chair_s:.3f}", f"{v.chosen.recall:.3f}",

@@ -121,3 +121,16 @@ def test_agreement_searches_every_prompt_per_variant_without_one_search_leaking_
     truths = {f"toy-3-{i}": s.shapes for i, s in enumerate(scenes(PROMPT_SEED_BASE + 3, 6))}
     assert csr.chosen == chair([csr.pairs[k][0] for k in made], [truths[k] for k in made],
                                VOCABULARY)
+    from peft import LoraConfig, get_peft_model
+
+    from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
+    from services.evaluation.generate import load_model
+
+    model, _ = load_model(tmp_path / "models" / "seed-3" / "vlm")
+    noisy = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, init_lora_weights=False,
+                                             target_modules=LANGUAGE_MODEL_LINEAR_LAYERS))
+    noisy.save_pretrained(str(tmp_path / "adapter"))
+    moved = compare_variants(tmp_path, 3, ["csr", "lambda-0"], plan, writer,
+                             adapter=tmp_path / "adapter")
+    assert moved.adapter == tmp_path / "adapter"
+    assert moved.variants[0].pairs != csr.pairs  # searched from the adapter, not the base

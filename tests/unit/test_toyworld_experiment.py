@@ -107,4 +107,7 @@ def test_agreement_command_names_what_it_cannot_compare(tmp_path):
     result = runner.invoke(app, ["toyworld", "agreement", "--out", str(tmp_path),
                                  "--variant", "csr", "--variant", "lambda-2"], env=env)
     assert result.exit_code == 2 and "unknown variant 'lambda-2'" in result.output
+    result = runner.invoke(app, ["toyworld", "agreement", "--out", str(tmp_path),
+                                 "--adapter", str(tmp_path)], env=env)
+    assert result.exit_code == 2 and "holds no adapter_config.json" in result.output
     assert not (tmp_path / "models").exists()  # refused before building anything
