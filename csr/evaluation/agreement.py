@@ -15,6 +15,10 @@ from dataclasses import dataclass
 Pair = tuple[str, str]  # (chosen text, rejected text)
 
 
+class NothingToCompare(ValueError):
+    """No prompt gave a pair under both settings."""
+
+
 @dataclass(frozen=True)
 class PairAgreement:
     prompts: int  # prompts where both settings made a pair
@@ -33,7 +37,7 @@ def pair_agreement(first: Mapping[str, Pair | None],
                          "pairs made from the same prompt set")
     both = [key for key in first if first[key] is not None and second[key] is not None]
     if not both:
-        raise ValueError("no prompt gave a pair under both settings; nothing to compare")
+        raise NothingToCompare("no prompt gave a pair under both settings; nothing to compare")
     only_one = sum((first[key] is None) != (second[key] is None) for key in first)
     n = len(both)
     same_chosen = sum(first[k][0] == second[k][0] for k in both)

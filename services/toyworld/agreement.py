@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from csr.evaluation.agreement import Pair, PairAgreement, pair_agreement
+from csr.evaluation.agreement import NothingToCompare, Pair, PairAgreement, pair_agreement
 from csr.evaluation.metrics import ChairResult, chair
 from csr.toyworld.world import scenes
 from services.toyworld.evaluate import VOCABULARY
@@ -65,8 +65,10 @@ def compare_variants(out: Path, seed: int, variants: list[str], plan: RunPlan,
 
 
 def _agreement(a: VariantPairs, b: VariantPairs) -> PairAgreement | None:
-    both = [k for k in a.pairs if a.pairs[k] is not None and b.pairs.get(k) is not None]
-    return pair_agreement(a.pairs, b.pairs) if both else None
+    try:
+        return pair_agreement(a.pairs, b.pairs)
+    except NothingToCompare:
+        return None
 
 
 def _summarise(variant: str, pairs: dict[str, Pair | None], truths: dict) -> VariantPairs:
@@ -95,8 +97,10 @@ class _Searcher:
         self.clip = load_backend("hf", str(clip), "", "cpu", "fp32")
         self.items = load_prompt_set(str(prompt_file), 1)  # as the generator reads it
         root = prompt_file.parent / "images"
-        self.images = {item.image: Image.open(root / item.image).convert("RGB")
-                       for item in self.items}
+        self.images = {}
+        for item in self.items:
+            with Image.open(root / item.image) as image:
+                self.images[item.image] = image.convert("RGB")
         self.batch = batch
         self._image_embeddings: dict[str, object] = {}
 

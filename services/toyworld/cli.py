@@ -84,17 +84,11 @@ def run_command(
 ) -> None:
     """Run CSR on the toy world through `csr up` for each variant and seed, evaluate the base
     model and every iteration, and print the results table and the plot's path."""
-    from services.toyworld.experiment import (ExperimentError, RunPlan, run_experiments,
-                                              variant_overrides)
+    from services.toyworld.experiment import ExperimentError, run_experiments
 
     if logs not in ("terminal", "file"):
         raise typer.BadParameter(f"{logs!r} is not terminal or file", param_hint="--logs")
-    try:
-        for name in variant:
-            variant_overrides(name)
-        plan = RunPlan(prompts=prompts, iterations=iterations, eval_scenes=eval_scenes)
-    except ExperimentError as e:
-        raise typer.BadParameter(str(e)) from e
+    plan = _checked_plan(variant, prompts=prompts, iterations=iterations, eval_scenes=eval_scenes)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         run_experiments(out.resolve(), seed, variant, plan, logs == "file")
@@ -121,14 +115,9 @@ def agreement_command(
     from rich.console import Console
 
     from services.toyworld.agreement import compare_variants
-    from services.toyworld.experiment import ExperimentError, RunPlan, variant_overrides
+    from services.toyworld.experiment import ExperimentError
 
-    try:
-        for name in variant:
-            variant_overrides(name)
-        plan = RunPlan(prompts=prompts)
-    except ExperimentError as e:
-        raise typer.BadParameter(str(e)) from e
+    plan = _checked_plan(variant, prompts=prompts)
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise typer.BadParameter(f"{adapter} holds no adapter_config.json; give an adapter "
                                  "version directory, such as a run's run/adapters/1",
@@ -167,3 +156,16 @@ def _agreement_tables(report, prompts: int):
                      f"{agreement.rejected:.3f}", f"{agreement.pair:.3f}",
                      str(agreement.only_one))
     return found, same
+
+
+def _checked_plan(variants: list[str], **fields):
+    """The RunPlan of these options, after every variant name is checked; a bad one is a
+    usage error naming it."""
+    from services.toyworld.experiment import ExperimentError, RunPlan, variant_overrides
+
+    try:
+        for name in variants:
+            variant_overrides(name)
+        return RunPlan(**fields)
+    except ExperimentError as e:
+        raise typer.BadParameter(str(e)) from e
