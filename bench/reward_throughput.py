@@ -23,11 +23,11 @@ import time
 
 import grpc
 import torch
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from PIL import Image
 
-from csr.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.models import load_backend
-from services.reward.tiny import build_tiny_open_clip
+from tests.models.clip import build_tiny_open_clip
 
 MODEL_CFG = {
     "embed_dim": 64,
@@ -59,7 +59,7 @@ def start_worker(model_dir: str, port: int) -> subprocess.Popen:
     env = dict(os.environ, CSR_REWARD_MODEL=model_dir, CSR_REWARD_GRPC_PORT=str(port),
                CSR_REWARD_HTTP_ENABLED="false", CSR_REWARD_HOST="127.0.0.1",
                CSR_REWARD_MAX_BATCH_SIZE=str(MAX_BATCH), CSR_REWARD_MAX_WAIT_MS="5")
-    return subprocess.Popen([sys.executable, "-m", "csr.cli", "reward", "serve"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "csr_cli.main", "reward", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

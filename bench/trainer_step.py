@@ -26,11 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' toy trainer world
 
 from csr.training import dpo_example  # noqa: E402
-from services import embedded_redis  # noqa: E402
-from services.generator.service import load_rgb  # noqa: E402
+from services.runtime import embedded_redis  # noqa: E402
+from services.runtime.vlm import load_rgb
 from services.trainer.dpo import build_dataset, dpo_config, policy_model  # noqa: E402
-from tests.integration.trainer_world import (CONFIG, base_model, make_world,  # noqa: E402
-                                             running_generator)
+from tests.integration.trainer_world import CONFIG, base_model, make_world, running_generator  # noqa: E402
 
 
 def bare_step_seconds(world, records, config) -> float:
@@ -91,10 +90,10 @@ def service_step_seconds(root: Path, count: int, config) -> tuple[float, float]:
 def handover_seconds(root: Path) -> tuple[float, float]:
     """(pub/sub, admin API): announcement to the generator serving the adapter."""
     import grpc
+    from csr_api.v1 import generator_pb2, generator_pb2_grpc
 
-    from csr.v1 import generator_pb2, generator_pb2_grpc
-    from services.generator.adapters import write_manifest
-    from services.generator.admin import announce_adapter
+    from services.runtime.adapters import write_manifest
+    from services.runtime.announce import announce_adapter
 
     world = make_world(root)
     trainer = world.trainer(config=replace(CONFIG, iterations=1))  # queues no iteration 2:

@@ -2,14 +2,19 @@
 
 The package root is the pure core: configuration, reward formulas, the sentence-level
 search, preference selection and the record schema. It imports no grpc, redis, HTTP or
-file-system code, so every service can import it and every test can drive it with fakes.
-The subpackage `csr.v1` is different: it holds the gRPC stubs that `make proto` generates from
-proto/csr/v1/*.proto (proto package csr.v1), and only the services import it.
+file-system code, and nothing of the project outside `csr` (tests/unit/test_layers.py
+checks it), so every service can import it and every test can drive it with fakes.
 """
 
 from csr.config import CSRConfig, DPOSettings, RewardConfig, SearchConfig, SelectionConfig
-from csr.errors import (ConfigError, CSRError, ExpansionError, RecordError, RelevanceError,
-                        UnsupportedSchemaError)
+from csr.errors import (
+                        ConfigError,
+                        CSRError,
+                        ExpansionError,
+                        RecordError,
+                        RelevanceError,
+                        UnsupportedSchemaError,
+)
 from csr.pairs import PromptOutcome, generate_pairs
 from csr.records import SCHEMA_VERSION, PreferenceRecord
 from csr.search import Candidate, FinishedPath, Prefix, SearchRequest, SearchResult, run_search

@@ -1,1 +1,2 @@
-"""The three CSR services (reward, generator, trainer): thin edges around the pure core `csr`."""
+"""The CSR system around the pure core `csr`: the three services (reward, generator, trainer),
+the runtime they share (services.runtime), and `csr up` (services.stack)."""

@@ -9,7 +9,7 @@ instance categories and the objects its reference captions mention, as in the or
 
 CHAIR_s: captions with a hallucinated object; CHAIR_i: hallucinated mentions over all
 mentions, counting repeats as the original does; recall: ground-truth objects mentioned over
-all ground-truth objects. Does not read files (services.evaluation.coco_files does).
+all ground-truth objects. Does not read files (evaluation.coco_files does).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from csr.config import SearchConfig
 from csr.search import Candidate, Prefix
 from services.generator.beam import Hypothesis, diverse_beam_search
 from services.generator.sampling import prefix_generator, sample_sentences
+from services.runtime.vlm import chat_prompt
 
 
 @dataclass
@@ -44,18 +45,6 @@ def stop_token_ids(tokenizer, marker: str) -> set[int]:
     if not ids:
         raise ValueError(f"no token of the tokenizer ends with the sentence marker {marker!r}")
     return ids
-
-
-def chat_prompt(processor, prompt: str) -> str:
-    """The prompt as the model sees it: one user turn (image, then text) in the processor's
-    chat template, ready for the assistant's answer, starting with the tokenizer's BOS token
-    if it has one. Tokenize it with add_special_tokens=False, as TRL's DPO collator does, so
-    generation and training see the same tokens."""
-    messages = [{"role": "user", "content": [{"type": "image"},
-                                             {"type": "text", "text": prompt}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    bos = processor.tokenizer.bos_token
-    return text if not bos or text.startswith(bos) else bos + text
 
 
 class VLMEngine:

@@ -13,40 +13,31 @@ import signal
 import threading
 
 import redis
-import torch
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from csr.config import CSRConfig
-from services.algorithm import load_algorithm
-from services.generator.adapters import AdapterSlot
-from services.generator.admin import AdapterSubscriber, create_server
+from services.generator.adapter_slot import AdapterSlot
+from services.generator.admin import create_server
 from services.generator.engine import VLMEngine
 from services.generator.observe import serve_health
 from services.generator.service import GeneratorLoop
 from services.generator.settings import GeneratorSettings
-from services.generator.streams import PromptStreams, load_prompt_set
 from services.reward.client import RewardClient
+from services.runtime.algorithm import load_algorithm
+from services.runtime.announce import AdapterSubscriber
+from services.runtime.prompt_sets import load_prompt_set
+from services.runtime.prompts import PromptStreams
+from services.runtime.vlm import load_vlm
 
 logger = logging.getLogger(__name__)
-
-
-def load_vlm(settings: GeneratorSettings):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    device = settings.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
-        settings.dtype, torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(settings.model, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(settings.model)
-    except (OSError, ValueError) as e:
-        raise RuntimeError(f"cannot load VLM {settings.model!r}: {e}. Offline, give a local "
-                           "directory with the model, its processor and chat template") from e
-    return model.to(device).eval(), processor
 
 
 @contextlib.contextmanager
@@ -89,7 +80,7 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
     server, port = create_server(loop, settings.admin_host, settings.admin_port)
     server.start()
     http, http_port = serve_health(loop, loop.metrics, settings.admin_host, settings.http_port)
-    subscriber = AdapterSubscriber(client, loop).start()
+    subscriber = AdapterSubscriber(client, loop.request_adapter).start()
     logger.info("generator %s serving (admin :%d, http :%d)", settings.consumer, port, http_port)
     stopping = threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.health import serve_http
+from services.runtime.health import serve_http
 
 
 class GeneratorMetrics:

@@ -23,19 +23,16 @@ from PIL import Image
 from csr.config import CSRConfig
 from csr.search import Relevance, SearchRequest
 from csr.selection import NoPair
-from services.reward.client import RewardServiceError
-from services.generator.adapters import AdapterError, AdapterSlot
+from services.generator.adapter_slot import AdapterSlot
 from services.generator.engine import VLMEngine
 from services.generator.observe import GeneratorMetrics
 from services.generator.pipeline import search_prompts
-from services.generator.streams import PromptStreams, WorkItem
+from services.reward.client import RewardServiceError
+from services.runtime.adapters import AdapterError
+from services.runtime.prompts import PromptStreams, WorkItem
+from services.runtime.vlm import load_rgb
 
 logger = logging.getLogger(__name__)
-
-
-def load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 class GeneratorLoop:

@@ -8,7 +8,7 @@ import socket
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.vlm_settings import VLMSettings
+from services.runtime.settings import VLMSettings
 
 
 class GeneratorSettings(VLMSettings):

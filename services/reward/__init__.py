@@ -2,5 +2,5 @@
 
 Modules: settings (environment), models (open_clip and Hugging Face backends), scorer
 (decode, cache, batch, score), batcher, cache, grpc_server, http_api, worker (both APIs in
-one process), client (round-robin, retries, image-hash protocol), tiny (test models).
+one process), client (round-robin, retries, image-hash protocol).
 """

@@ -14,10 +14,10 @@ reward_app = typer.Typer(help="The CLIP reward service.", no_args_is_help=True)
 @reward_app.command("serve")
 def serve_command() -> None:
     """Start one reward worker (gRPC + HTTP). Settings come from CSR_REWARD_* variables."""
-    from services.entry import run_service
     from services.reward.models import ModelLoadError
     from services.reward.settings import RewardSettings
     from services.reward.worker import serve
+    from services.runtime.entry import run_service
 
     run_service(RewardSettings, serve, fatal=(ModelLoadError,))
 
@@ -25,8 +25,8 @@ def serve_command() -> None:
 @reward_app.command("config")
 def config_command() -> None:
     """Print the worker's settings as a Markdown table (the README's reference)."""
-    from services.docs import settings_markdown
     from services.reward.settings import RewardSettings
+    from services.runtime.docs import settings_markdown
 
     typer.echo(settings_markdown(RewardSettings))
 

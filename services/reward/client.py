@@ -1,6 +1,6 @@
 """A reward-service client: round-robin over workers, retries, and the image-hash protocol.
 
-Owns the client side of the contract in proto/csr/v1/reward.proto: an image's bytes are sent
+Owns the client side of the contract in proto/csr_api/v1/reward.proto: an image's bytes are sent
 to a worker once, then named by SHA-256; a worker that does not hold it (another replica, or
 one restarted) answers `csr-error: unknown-image` and gets the bytes. UNAVAILABLE (a worker
 down or restarting) and a full queue are retried with exponential backoff, so a restart of
@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-
-from csr.v1 import reward_pb2, reward_pb2_grpc
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 
 logger = logging.getLogger(__name__)
 

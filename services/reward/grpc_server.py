@@ -12,11 +12,11 @@ import logging
 import time
 
 import grpc
+from csr_api.v1 import reward_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from csr.v1 import reward_pb2
 from services.reward.batcher import Overloaded, WorkerStopping
 from services.reward.scorer import BadRequest, Scorer
 from services.reward.settings import RewardSettings

@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from services.generator.streams import PAIRS, PromptStreams
-from services.trainer.consumer import GROUP as TRAINERS
+from services.runtime.keys import PAIR_GROUP, PAIRS
+from services.runtime.prompts import PromptStreams
 
 
 class StackState:
@@ -57,9 +57,9 @@ def read_counts(redis) -> dict:
     waiting = 0
     if pairs:
         groups = [g["name"] for g in redis.xinfo_groups(PAIRS)]
-        if TRAINERS in groups or TRAINERS.encode() in groups:
-            waiting = redis.xpending(PAIRS, TRAINERS)["pending"] + _undelivered(
-                redis, PAIRS, TRAINERS)
+        if PAIR_GROUP in groups or PAIR_GROUP.encode() in groups:
+            waiting = redis.xpending(PAIRS, PAIR_GROUP)["pending"] + _undelivered(
+                redis, PAIRS, PAIR_GROUP)
         else:
             waiting = pairs
     return {"finished": finished, "queued": queued, "pairs": pairs, "waiting": waiting}

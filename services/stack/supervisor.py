@@ -61,7 +61,7 @@ class Supervisor:
         service.colour = COLOURS[len(self.services) % len(COLOURS)]
         env = {**os.environ, **service.env, "PYTHONUNBUFFERED": "1"}
         service.process = subprocess.Popen(
-            [sys.executable, "-m", "csr.cli", *service.command], env=env,
+            [sys.executable, "-m", "csr_cli.main", *service.command], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             errors="replace",  # a stray byte must not stop the log
             start_new_session=True)  # our Ctrl-C is ours to forward, in order

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from services import embedded_redis
+from services.runtime import embedded_redis
 from services.stack.config import StackConfig, check_settings
 from services.stack.status import StackState, read_counts, status_line
 from services.stack.supervisor import Service, ServiceFailed, Supervisor

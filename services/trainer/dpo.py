@@ -26,7 +26,7 @@ import torch
 
 from csr.config import DPOSettings
 from csr.training import DPOExample
-from services.generator.engine import chat_prompt
+from services.runtime.vlm import chat_prompt
 
 logger = logging.getLogger(__name__)
 

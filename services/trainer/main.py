@@ -14,20 +14,20 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
 import redis
 
 from csr.config import CSRConfig
-from services.algorithm import load_algorithm
-from services.generator.admin import announce_adapter
-from services.generator.main import load_vlm
-from services.generator.streams import PromptStreams, load_prompt_set
-from services.health import serve_http
-from services.trainer.consumer import PairConsumer
+from services.runtime.adapter_store import AdapterStore
+from services.runtime.algorithm import load_algorithm
+from services.runtime.announce import make_announcer
+from services.runtime.health import serve_http
+from services.runtime.pairs import PairConsumer
+from services.runtime.prompt_sets import load_prompt_set
+from services.runtime.prompts import PromptStreams
+from services.runtime.vlm import load_processor, load_vlm
 from services.trainer.dpo import UpdateInterrupted
 from services.trainer.service import TrainerLoop
 from services.trainer.settings import TrainerSettings
-from services.trainer.store import AdapterStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,38 +44,6 @@ def config_from(settings: TrainerSettings, base: CSRConfig | None = None) -> CSR
         "schedule", "online_every", "max_staleness") if name in given})
     iterations = settings.iterations if "iterations" in given else base.iterations
     return replace(base, iterations=iterations, dpo=dpo, schedule=schedule)
-
-
-def make_announcer(client: redis.Redis, admin_targets: list[str], timeout: float = 120.0):
-    """announce(path, version): pub/sub to every generator, then the admin API of those
-    listed, which answers once the adapter serves (or why it was refused)."""
-    from csr.v1 import generator_pb2, generator_pb2_grpc
-
-    def announce(path: str, version: str) -> None:
-        listeners = announce_adapter(client, path, version)
-        logger.info("announced adapter %s to %d subscribers", version, listeners)
-        for target in admin_targets:
-            with grpc.insecure_channel(target) as channel:
-                stub = generator_pb2_grpc.GeneratorAdminStub(channel)
-                try:
-                    answer = stub.LoadAdapter(generator_pb2.LoadAdapterRequest(
-                        path=path, version=version), timeout=timeout)
-                    logger.info("generator %s serves adapter %s (swap %.3fs)", target,
-                                answer.version, answer.swap_seconds)
-                except grpc.RpcError as e:  # the item-level adapter still gets it there
-                    logger.warning("generator %s did not load adapter %s: %s %s", target,
-                                   version, e.code().name, e.details())
-    return announce
-
-
-def load_processor(model: str):
-    from transformers import AutoProcessor
-
-    try:
-        return AutoProcessor.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise RuntimeError(f"cannot load the processor of {model!r}: {e}. Offline, give a "
-                           "local directory with the model, its processor and chat template") from e
 
 
 def build(settings: TrainerSettings, config: CSRConfig | None = None,

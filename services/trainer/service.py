@@ -26,13 +26,12 @@ from pathlib import Path
 
 from csr.config import CSRConfig
 from csr.training import dpo_example, is_stale, iteration_complete, online_batches
-from services.generator.service import load_rgb
-from services.generator.streams import PromptStreams
-from services.trainer.consumer import Delivered, PairConsumer
+from services.runtime.adapter_store import AdapterStore
+from services.runtime.pairs import Delivered, PairConsumer
+from services.runtime.prompts import PromptStreams
+from services.runtime.vlm import load_rgb
 from services.trainer.dpo import UpdateResult, save_adapter, train_update
-from services.trainer.observe import (PrometheusCallback, TrainerMetrics, plot_update,
-                                      service_board)
-from services.trainer.store import AdapterStore
+from services.trainer.observe import PrometheusCallback, TrainerMetrics, plot_update, service_board
 
 logger = logging.getLogger(__name__)
 

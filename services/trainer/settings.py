@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.vlm_settings import VLMSettings
+from services.runtime.settings import VLMSettings
 
 
 class TrainerSettings(VLMSettings):

@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 
-
-from services import embedded_redis
-from services.generator.streams import PromptStreams
+from services.runtime import embedded_redis
 from services.reward.settings import RewardSettings
 from services.reward.worker import BackgroundWorker
+from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 
 
@@ -27,7 +26,7 @@ def test_csr_generate_turns_a_prompt_set_into_pairs_in_redis(tmp_path):
                    CSR_GENERATOR_PROMPT_SET=str(world.prompt_set),
                    CSR_GENERATOR_ADMIN_PORT="0", CSR_GENERATOR_HTTP_PORT="0",
                    CSR_GENERATOR_EXIT_WHEN_IDLE="true")
-        out = subprocess.run([sys.executable, "-m", "csr.cli", "generate"], env=env,
+        out = subprocess.run([sys.executable, "-m", "csr_cli.main", "generate"], env=env,
                              capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     streams = PromptStreams(redis)

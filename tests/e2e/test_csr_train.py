@@ -9,16 +9,15 @@ import subprocess
 import sys
 import time
 
-
-from services import embedded_redis
-from services.generator.streams import PromptStreams
+from services.runtime import embedded_redis
 from services.reward.settings import RewardSettings
 from services.reward.worker import BackgroundWorker
+from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 
 
 def csr(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "csr.cli", *args], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "csr_cli.main", *args], env=env, capture_output=True,
                          text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -47,7 +46,7 @@ def test_generate_and_train_close_two_iterations(tmp_path):
                             CSR_GENERATOR_ADMIN_PORT="0", CSR_GENERATOR_HTTP_PORT="0",
                             CSR_GENERATOR_EXIT_WHEN_IDLE="true")
         csr("generate", env=generate_env)  # iteration 1 with the base model
-        trainer = subprocess.Popen([sys.executable, "-m", "csr.cli", "train"], env=train_env,
+        trainer = subprocess.Popen([sys.executable, "-m", "csr_cli.main", "train"], env=train_env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             streams = PromptStreams(redis)

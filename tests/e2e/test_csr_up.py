@@ -17,8 +17,8 @@ from collections import Counter
 import redis as redis_lib
 import yaml
 
-from services import embedded_redis
-from services.generator.streams import PromptStreams
+from services.runtime import embedded_redis
+from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 
 PROMPTS = 8  # batches of 2: a stop mid-iteration leaves some undone
@@ -41,7 +41,7 @@ def write_world(root):
 def start(root, log_name):
     log = open(root / log_name, "w")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSR_")}
-    return subprocess.Popen([sys.executable, "-m", "csr.cli", "up", "-c", str(root / "csr.yaml")],
+    return subprocess.Popen([sys.executable, "-m", "csr_cli.main", "up", "-c", str(root / "csr.yaml")],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root), log
 
 
@@ -62,7 +62,7 @@ def test_csr_up_survives_a_stop_mid_iteration_and_processes_everything_once(tmp_
         state = json.loads((run / "state.json").read_text())
         live = PromptStreams(redis_lib.Redis.from_url(state["redis_url"]))
         # One iteration to a published adapter, then stop in the middle of the second.
-        status = subprocess.run([sys.executable, "-m", "csr.cli", "status", "-c",
+        status = subprocess.run([sys.executable, "-m", "csr_cli.main", "status", "-c",
                                  str(tmp_path / "csr.yaml")], capture_output=True, text=True,
                                 timeout=120)
         assert status.returncode == 0, status.stderr

@@ -10,7 +10,7 @@ import json
 import pytest
 from rich.console import Console
 
-from services.toyworld.experiment import RunPlan, run_variant
+from toyworld.experiment import RunPlan, run_variant
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from services.generator.tiny import build_tiny_llava, teach_sentences
-from services.reward.tiny import build_tiny_open_clip
+from tests.models.clip import build_tiny_open_clip
+from tests.models.llava import build_tiny_llava, teach_sentences
 
 
 @dataclass(frozen=True)

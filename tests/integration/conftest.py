@@ -9,8 +9,8 @@ from PIL import Image
 
 from services.reward.models import load_backend
 from services.reward.settings import RewardSettings
-from services.reward.tiny import build_tiny_hf_clip, build_tiny_open_clip
 from services.reward.worker import BackgroundWorker
+from tests.models.clip import build_tiny_hf_clip, build_tiny_open_clip
 
 
 @pytest.fixture(scope="session")

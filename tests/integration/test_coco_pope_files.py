@@ -9,8 +9,8 @@ import json
 import pytest
 from PIL import Image
 
-from csr.cli import main
-from services.evaluation.coco_files import EvalFileError, read_pope_questions
+from csr_cli.main import main
+from evaluation.coco_files import EvalFileError, read_pope_questions
 
 CATEGORIES = [{"id": 18, "name": "dog", "supercategory": "animal"},
               {"id": 34, "name": "frisbee", "supercategory": "sports"},
@@ -118,8 +118,8 @@ def test_bad_files_are_named_with_the_fix(tmp_path, capsys):
 
 
 def test_model_answers_are_scored_like_an_answers_file(coco, tmp_path):
-    from services.evaluation.generate import answers, load_model
-    from services.generator.tiny import build_tiny_llava
+    from evaluation.generate import answers, load_model
+    from tests.models.llava import build_tiny_llava
 
     build_tiny_llava(tmp_path / "vlm", seed=1)
     images = tmp_path / "val2014"

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from services import embedded_redis
-
 from csr.records import PreferenceRecord
-from services.generator.streams import PromptStreams, WorkItem, load_prompt_set
+from services.runtime import embedded_redis
+from services.runtime.prompt_sets import load_prompt_set
+from services.runtime.prompts import PromptStreams, WorkItem
 
 
 @pytest.fixture

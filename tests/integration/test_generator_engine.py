@@ -11,8 +11,8 @@ from csr.config import SearchConfig
 from csr.search import Prefix, SearchRequest
 from services.generator.beam import diverse_beam_search
 from services.generator.engine import VLMEngine
-from services.generator.tiny import build_tiny_llava
-from services.generator.tiny_qwen import build_tiny_qwen2_vl
+from tests.models.llava import build_tiny_llava
+from tests.models.qwen import build_tiny_qwen2_vl
 
 SEARCH = SearchConfig(num_beams=4, num_beam_groups=2, diversity_penalty=1.0, max_new_tokens=6)
 

@@ -11,14 +11,15 @@ import pytest
 from PIL import Image
 
 from csr.config import CSRConfig, SearchConfig
-from services import embedded_redis
 from csr.records import PreferenceRecord
+from services.runtime import embedded_redis
 from services.generator.engine import VLMEngine
 from services.generator.service import GeneratorLoop
-from services.generator.streams import PromptStreams, WorkItem, load_prompt_set
-from services.generator.tiny import build_tiny_llava, make_random_adapter, teach_sentences
-from services.generator.tiny_qwen import build_tiny_qwen2_vl
 from services.reward.client import RewardClient
+from services.runtime.prompt_sets import load_prompt_set
+from services.runtime.prompts import PromptStreams, WorkItem
+from tests.models.llava import build_tiny_llava, make_random_adapter, teach_sentences
+from tests.models.qwen import build_tiny_qwen2_vl
 
 CONFIG = replace(CSRConfig(), search=SearchConfig(num_beams=4, num_beam_groups=2,
                                                   max_new_tokens=10, max_sentences=3))
@@ -115,7 +116,7 @@ def make_adapter(directory, version: str, base_name: str = "tiny-llava", seed: i
 def first_answers(generator, world_images, prompt_ids=("0000",)):
     from csr.search import SearchRequest
     from services.generator.pipeline import search_prompts
-    from services.generator.service import load_rgb
+    from services.runtime.vlm import load_rgb
 
     requests = [SearchRequest(i, "describe the image .", str(world_images / f"{i}.png"))
                 for i in prompt_ids]
@@ -125,7 +126,7 @@ def first_answers(generator, world_images, prompt_ids=("0000",)):
 
 
 def test_hot_reload_changes_the_next_prompts_output_and_stamps_the_version(world, tmp_path):
-    from services.generator.adapters import AdapterSlot
+    from services.generator.adapter_slot import AdapterSlot
 
     redis, prompt_set, images, client, engine = world
     model, processor = build_tiny_llava(seed=2)
@@ -146,7 +147,7 @@ def test_hot_reload_changes_the_next_prompts_output_and_stamps_the_version(world
 
 def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
     """The second architecture through the whole loop: pairs in Redis, then an adapter swap."""
-    from services.generator.adapters import AdapterSlot
+    from services.generator.adapter_slot import AdapterSlot
 
     redis, prompt_set, images, client, _ = world
     model, processor = build_tiny_qwen2_vl(seed=2)
@@ -181,7 +182,8 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
     ("wrong-shapes", "does not fit the model"),
 ])
 def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path, spoil, message):
-    from services.generator.adapters import AdapterError, AdapterSlot
+    from services.generator.adapter_slot import AdapterSlot
+    from services.runtime.adapters import AdapterError
 
     redis, prompt_set, images, client, engine = world
     model, processor = build_tiny_llava(seed=2)
@@ -215,10 +217,11 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
     import threading
 
     import grpc
+    from csr_api.v1 import generator_pb2, generator_pb2_grpc
 
-    from csr.v1 import generator_pb2, generator_pb2_grpc
-    from services.generator.adapters import AdapterSlot
-    from services.generator.admin import AdapterSubscriber, announce_adapter, create_server
+    from services.generator.adapter_slot import AdapterSlot
+    from services.generator.admin import create_server
+    from services.runtime.announce import AdapterSubscriber, announce_adapter
 
     redis, prompt_set, images, client, engine = world
     model, processor = build_tiny_llava(seed=2)
@@ -235,7 +238,7 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
     runner.start()
     server, port = create_server(generator, "127.0.0.1", 0, swap_timeout=10)
     server.start()
-    subscriber = AdapterSubscriber(redis, generator).start()
+    subscriber = AdapterSubscriber(redis, generator.request_adapter).start()
     try:
         admin = generator_pb2_grpc.GeneratorAdminStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         answer = admin.LoadAdapter(generator_pb2.LoadAdapterRequest(
@@ -383,7 +386,8 @@ def test_a_batch_slower_than_the_reclaim_time_is_not_taken_over(world):
 
 
 def test_an_unreadable_adapter_is_refused_without_stopping_the_loop(world, tmp_path):
-    from services.generator.adapters import AdapterError, AdapterSlot
+    from services.generator.adapter_slot import AdapterSlot
+    from services.runtime.adapters import AdapterError
 
     redis, prompt_set, images, client, engine = world
     model, processor = build_tiny_llava(seed=2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 
-from csr.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.client import RewardClient
 from tests.integration.conftest import png
 

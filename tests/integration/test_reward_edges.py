@@ -10,11 +10,11 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
 
-from csr.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.client import RewardClient, RewardServiceError
 from services.reward.models import ModelLoadError, load_backend
 from tests.integration.conftest import png

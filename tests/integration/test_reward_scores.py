@@ -10,9 +10,9 @@ import grpc
 import httpx
 import pytest
 import torch
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from PIL import Image
 
-from csr.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.client import RewardClient
 from tests.integration.conftest import png
 

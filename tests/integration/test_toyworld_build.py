@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from csr.toyworld.world import WorldConfig
-from services.toyworld.build import ToyWorldRecipe, build_toyworld
-from services.toyworld.clip import ClipRecipe
-from services.toyworld.vlm import VLMRecipe
+from toyworld.build import ToyWorldRecipe, build_toyworld
+from toyworld.clip import ClipRecipe
+from toyworld.vlm import VLMRecipe
+from toyworld.world import WorldConfig
 
 SMALL = ToyWorldRecipe(WorldConfig(), ClipRecipe(images=256, steps=12, batch=32),
                        VLMRecipe(captions=96, epochs=1, batch=32))
@@ -28,7 +28,7 @@ def test_a_rebuild_from_the_seed_gives_the_same_bits_and_a_current_build_is_reus
     assert again.record["sha256"] == built.record["sha256"]
     other = build_toyworld(tmp_path / "other", seed=4, recipe=SMALL, progress=False)
     assert other.record["sha256"] != built.record["sha256"]
-    import services.toyworld.build as build
+    import toyworld.build as build
     monkeypatch.setattr(build, "train_clip", lambda *a, **k: pytest.fail("retrained"))
     assert build_toyworld(tmp_path, seed=3, recipe=SMALL, progress=False).record == again.record
     (tmp_path / "vlm" / "model.safetensors").write_bytes(b"damaged")
@@ -39,13 +39,13 @@ def test_a_rebuild_from_the_seed_gives_the_same_bits_and_a_current_build_is_reus
 
 
 def test_the_reward_service_and_the_generator_load_them_like_real_models(built):
-    from csr.search import Prefix, SearchRequest
     from csr.config import SearchConfig
-    from csr.toyworld.world import render, scenes
+    from csr.search import Prefix, SearchRequest
     from services.generator.engine import VLMEngine
-    from services.generator.main import load_vlm
     from services.generator.settings import GeneratorSettings
     from services.reward.models import load_backend
+    from services.runtime.vlm import load_vlm
+    from toyworld.world import render, scenes
 
     clip = load_backend("hf", str(built.clip), "", "cpu", "fp32")
     scene = scenes(0, 1)[0]
@@ -63,7 +63,7 @@ def test_eval_scores_a_model_and_an_adapter_on_held_out_scenes(built, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
-    from services.toyworld.evaluate import evaluate, load_model
+    from toyworld.evaluate import evaluate, load_model
 
     base = evaluate(built.vlm, count=12)
     assert base["scenes"] == 12 and base["chair"]["captions"] == 12
@@ -82,8 +82,8 @@ def test_eval_scores_a_model_and_an_adapter_on_held_out_scenes(built, tmp_path):
 def test_csr_eval_writes_the_table_json_and_a_plot(built, tmp_path):
     import json
 
-    from csr.cli import main
-    from services.toyworld.evaluate import evaluate
+    from csr_cli.main import main
+    from toyworld.evaluate import evaluate
 
     with pytest.raises(SystemExit) as done:
         main(["eval", "--model", str(built.vlm), "--count", "6", "--json",
@@ -99,10 +99,10 @@ def test_agreement_searches_every_prompt_per_variant_without_one_search_leaking_
         tmp_path):
     from csr.evaluation.agreement import pair_agreement
     from csr.evaluation.metrics import chair
-    from csr.toyworld.world import scenes
-    from services.toyworld.agreement import compare_variants
-    from services.toyworld.evaluate import VOCABULARY
-    from services.toyworld.experiment import PROMPT_SEED_BASE, RunPlan
+    from toyworld.agreement import compare_variants
+    from toyworld.evaluate import VOCABULARY
+    from toyworld.experiment import PROMPT_SEED_BASE, RunPlan
+    from toyworld.world import scenes
 
     # trained just enough to write two or three sentences, so that the search makes pairs
     writer = replace(SMALL, vlm=VLMRecipe(captions=1024, epochs=3, batch=32))
@@ -124,7 +124,7 @@ def test_agreement_searches_every_prompt_per_variant_without_one_search_leaking_
     from peft import LoraConfig, get_peft_model
 
     from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
-    from services.evaluation.generate import load_model
+    from evaluation.generate import load_model
 
     model, _ = load_model(tmp_path / "models" / "seed-3" / "vlm")
     noisy = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, init_lora_weights=False,

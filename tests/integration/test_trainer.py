@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from csr.config import ScheduleConfig
-from services import embedded_redis
 from csr.training import dpo_example
-from services.generator.engine import chat_prompt
-from services.trainer.consumer import DEAD_LETTERS
+from services.runtime import embedded_redis
+from services.runtime.keys import DEAD_LETTERS
+from services.runtime.vlm import chat_prompt
 from services.trainer.dpo import train_update
 from tests.integration.trainer_world import CONFIG, base_model, make_world, running_generator
 
@@ -209,8 +209,8 @@ def test_a_published_adapter_is_loaded_by_a_running_generator_and_changes_its_ou
 
     from csr.config import SearchConfig
     from csr.search import Prefix, SearchRequest
-    from services.generator.service import load_rgb
-    from services.trainer.main import make_announcer
+    from services.runtime.announce import make_announcer
+    from services.runtime.vlm import load_rgb
 
     search = SearchConfig(num_beams=2, num_beam_groups=2, max_new_tokens=4, max_sentences=1)
     request = SearchRequest("probe", "describe .", str(world.images / "0.png"))

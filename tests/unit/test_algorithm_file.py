@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.algorithm import load_algorithm
+from services.runtime.algorithm import load_algorithm
 from services.trainer.main import config_from
 from services.trainer.settings import TrainerSettings
 

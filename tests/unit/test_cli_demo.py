@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from csr.cli import app
+from csr_cli.main import app
 
 runner = CliRunner()
 

@@ -29,7 +29,7 @@ def settings_fields() -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("name", ["reward", "generator", "trainer"])
 def test_every_command_is_a_csr_subcommand(name):
-    from csr.cli import app
+    from csr_cli.main import app
 
     command = SERVICES[name]["command"]
     assert command[0] == "csr"

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from csr.config import (CSRConfig, DPOSettings, RewardConfig, SearchConfig, SelectionConfig)
+from csr.config import CSRConfig, DPOSettings, RewardConfig, SearchConfig, SelectionConfig
 from csr.errors import ConfigError
 
 

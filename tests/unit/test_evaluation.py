@@ -4,8 +4,14 @@ import random
 
 import pytest
 
-from csr.evaluation.metrics import (chair, mentioned, parse_yes_no, pope_metrics,
-                                    pope_questions, singular)
+from csr.evaluation.metrics import (
+    chair,
+    mentioned,
+    parse_yes_no,
+    pope_metrics,
+    pope_questions,
+    singular,
+)
 
 VOCAB = {"circle": "circle", "square": "square", "ring": "ring", "dog": "dog", "puppy": "dog",
          "hot dog": "hot dog", "person": "person", "people": "person", "man": "person"}

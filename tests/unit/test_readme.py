@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from services.docs import settings_markdown
 from services.reward.settings import RewardSettings
+from services.runtime.docs import settings_markdown
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -5,9 +5,16 @@ import math
 import pytest
 
 from csr.config import RewardConfig
-from csr.rewards import (aggregate, calibrated_reward, relevance_score, self_score,
-                         self_score_mean_logprob, self_score_product, sentence_merits,
-                         sibling_ranks)
+from csr.rewards import (
+    aggregate,
+    calibrated_reward,
+    relevance_score,
+    self_score,
+    self_score_mean_logprob,
+    self_score_product,
+    sentence_merits,
+    sibling_ranks,
+)
 
 
 def test_product_self_score_is_the_product_of_token_probabilities():

@@ -3,8 +3,7 @@
 import pytest
 
 from csr.search import FinishedPath, ScoredSentence
-from csr.selection import (NO_FINISHED_RESPONSE, SINGLE_RESPONSE, TIED_REWARDS, NoPair,
-                           select_pair)
+from csr.selection import NO_FINISHED_RESPONSE, SINGLE_RESPONSE, TIED_REWARDS, NoPair, select_pair
 
 
 def path(*merits_and_texts):

@@ -4,8 +4,16 @@ import random
 
 import pytest
 
-from csr.toyworld.world import (PAIRS, SHAPES, SIGNATURE, WorldConfig, biased_caption, caption,
-                                render, scenes)
+from toyworld.world import (
+    PAIRS,
+    SHAPES,
+    SIGNATURE,
+    WorldConfig,
+    biased_caption,
+    caption,
+    render,
+    scenes,
+)
 
 
 def test_scenes_are_the_same_for_the_same_seed_and_rendered_bit_identically():

@@ -7,9 +7,14 @@ import pytest
 
 from csr.config import CSRConfig
 from csr.evaluation.summary import spread, summarise
-from services.toyworld.experiment import (TOY_ALGORITHM, VARIANTS, ExperimentError, RunPlan,
-                                          algorithm_settings)
-from services.toyworld.report import markdown, table_rows
+from toyworld.experiment import (
+    TOY_ALGORITHM,
+    VARIANTS,
+    ExperimentError,
+    RunPlan,
+    algorithm_settings,
+)
+from toyworld.report import markdown, table_rows
 
 
 def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
@@ -81,7 +86,7 @@ def test_table_rows_base_then_every_csr_iteration_then_each_variant_at_its_last(
 
 
 def test_a_run_resumes_only_with_the_same_settings_and_models(tmp_path):
-    from services.toyworld.experiment import _start_afresh_unless
+    from toyworld.experiment import _start_afresh_unless
 
     wanted = {"variant": "csr", "models": {"vlm": "ab12"}}
     _start_afresh_unless(tmp_path, wanted)
@@ -97,7 +102,7 @@ def test_a_run_resumes_only_with_the_same_settings_and_models(tmp_path):
 def test_agreement_command_names_what_it_cannot_compare(tmp_path):
     from typer.testing import CliRunner
 
-    from csr.cli import app
+    from csr_cli.main import app
 
     runner = CliRunner()
     env = {"COLUMNS": "200"}

@@ -7,8 +7,14 @@ import pytest
 from csr.config import CSRConfig, ScheduleConfig
 from csr.pairs import generate_pairs
 from csr.search import SearchRequest
-from csr.training import (VersionError, dpo_example, is_stale, iteration_complete,
-                          online_batches, version_number)
+from csr.training import (
+    VersionError,
+    dpo_example,
+    is_stale,
+    iteration_complete,
+    online_batches,
+    version_number,
+)
 from tests.unit.fakes import ScriptedModel, ScriptedRelevance, cand
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from services.reward.tiny import TINY_WORDS, build_word_tokenizer
+from tests.models.clip import TINY_WORDS, build_word_tokenizer
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
@@ -17,8 +17,14 @@ CHAT_TEMPLATE = (
 def build_tiny_llava(directory: str | Path | None = None, seed: int = 0, hidden: int = 64,
                      image_size: int = 32, patch_size: int = 8):
     """(model, processor); saved in Hugging Face format when a directory is given."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = build_word_tokenizer([*TINY_WORDS, "describe", "image", "what", "see", "?"], 512,
                                      append_eos=False)
@@ -111,7 +117,7 @@ def make_random_adapter(directory, version: str, base_name: str = "tiny-llava", 
     from peft import LoraConfig, get_peft_model
 
     from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
-    from services.generator.adapters import write_manifest
+    from services.runtime.adapters import write_manifest
 
     model, _ = (builder or build_tiny_llava)(seed=base_seed, hidden=hidden)
     torch.manual_seed(seed)

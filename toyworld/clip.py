@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from csr.toyworld.world import SHAPES, WorldConfig, render, scenes, sentence
 from services.reward.models import _pooled
+from toyworld.world import SHAPES, WorldConfig, render, scenes, sentence
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation, as CLIPImageProcessor
 STD = (0.26862954, 0.26130258, 0.27577711)

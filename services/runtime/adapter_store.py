@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from services.generator.adapters import MANIFEST, write_manifest
+from services.runtime.adapters import MANIFEST, write_manifest
 
 logger = logging.getLogger(__name__)
 

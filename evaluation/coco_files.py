@@ -21,7 +21,7 @@ from pathlib import Path
 
 from csr.evaluation.coco import ground_truth
 from csr.evaluation.metrics import parse_yes_no, pope_metrics
-from services.json_rows import parse_json_rows
+from services.runtime.json_rows import parse_json_rows
 
 
 class EvalFileError(ValueError):

@@ -16,12 +16,11 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
-from csr.toyworld.world import WorldConfig
-from services.generator.adapters import sha256_file
-from services.toyworld.clip import ClipRecipe, train_clip
-from services.toyworld.tokenizer import clip_tokenizer, vlm_tokenizer
-from services.toyworld.vlm import VLMRecipe, train_vlm
+from services.runtime.adapters import sha256_file
+from toyworld.clip import ClipRecipe, train_clip
+from toyworld.tokenizer import clip_tokenizer, vlm_tokenizer
+from toyworld.vlm import VLMRecipe, train_vlm
+from toyworld.world import WorldConfig
 
 logger = logging.getLogger(__name__)
 RECORD = "toyworld.json"

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from csr.evaluation.agreement import NothingToCompare, Pair, PairAgreement, pair_agreement
 from csr.evaluation.metrics import ChairResult, chair
-from csr.toyworld.world import scenes
-from services.toyworld.evaluate import VOCABULARY
-from services.toyworld.experiment import (PROMPT_SEED_BASE, RunPlan, algorithm_settings,
-                                          write_prompt_set)
+from toyworld.evaluate import VOCABULARY
+from toyworld.experiment import PROMPT_SEED_BASE, RunPlan, algorithm_settings, write_prompt_set
+from toyworld.world import scenes
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def compare_variants(out: Path, seed: int, variants: list[str], plan: RunPlan,
     """The pairs under each variant, from the same model, CLIP and prompts: the base model
     (iteration 1), or the base with `adapter` (a run's adapter version: the iteration after
     it). `recipe`: the toy world's models, ToyWorldRecipe() unless given."""
-    from services.toyworld.build import ToyWorldRecipe, build_toyworld
+    from toyworld.build import ToyWorldRecipe, build_toyworld
 
     recipe = recipe or ToyWorldRecipe()
     settings = {name: algorithm_settings(name, seed, plan) for name in dict.fromkeys(variants)}
@@ -89,9 +88,9 @@ class _Searcher:
                  batch: int):
         from PIL import Image
 
-        from services.evaluation.generate import load_model
-        from services.generator.streams import load_prompt_set
+        from evaluation.generate import load_model
         from services.reward.models import load_backend
+        from services.runtime.prompt_sets import load_prompt_set
 
         self.model, self.processor = load_model(vlm, adapter)
         self.clip = load_backend("hf", str(clip), "", "cpu", "fp32")

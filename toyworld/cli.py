@@ -21,7 +21,7 @@ def build_command(
     = False,
 ) -> None:
     """Train the toy CLIP and VLM (2 to 3 minutes on 2 CPU cores), or reuse a current build."""
-    from services.toyworld.build import build_toyworld
+    from toyworld.build import build_toyworld
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models = build_toyworld(out, seed=seed, force=force)
@@ -44,7 +44,7 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
-    from services.toyworld.evaluate import evaluate
+    from toyworld.evaluate import evaluate
 
     results = [evaluate(model, None, count)] + [evaluate(model, a, count) for a in adapter]
     table = Table("model", "CHAIR_s", "CHAIR_i", "recall", "sentences", "POPE acc (r/p/a)",
@@ -60,7 +60,7 @@ def eval_command(
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=2))
     if plot is not None:
-        from services.toyworld.report import plot as draw
+        from toyworld.report import plot as draw
 
         typer.echo(f"plot: {draw({model.name: [results]}, plot)}")
 
@@ -84,7 +84,7 @@ def run_command(
 ) -> None:
     """Run CSR on the toy world through `csr up` for each variant and seed, evaluate the base
     model and every iteration, and print the results table and the plot's path."""
-    from services.toyworld.experiment import ExperimentError, run_experiments
+    from toyworld.experiment import ExperimentError, run_experiments
 
     if logs not in ("terminal", "file"):
         raise typer.BadParameter(f"{logs!r} is not terminal or file", param_hint="--logs")
@@ -114,8 +114,8 @@ def agreement_command(
     with the default's pairs trains the default's model."""
     from rich.console import Console
 
-    from services.toyworld.agreement import compare_variants
-    from services.toyworld.experiment import ExperimentError
+    from toyworld.agreement import compare_variants
+    from toyworld.experiment import ExperimentError
 
     plan = _checked_plan(variant, prompts=prompts)
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
@@ -161,7 +161,7 @@ def _agreement_tables(report, prompts: int):
 def _checked_plan(variants: list[str], **fields):
     """The RunPlan of these options, after every variant name is checked; a bad one is a
     usage error naming it."""
-    from services.toyworld.experiment import ExperimentError, RunPlan, variant_overrides
+    from toyworld.experiment import ExperimentError, RunPlan, variant_overrides
 
     try:
         for name in variants:

@@ -10,10 +10,16 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from csr.evaluation.metrics import (NEGATIVE_KINDS, chair, parse_yes_no, pope_metrics,
-                                    pope_questions, question)
-from csr.toyworld.world import PAIRS, SHAPES, WorldConfig, render, scenes
-from services.evaluation.generate import answers, load_model
+from csr.evaluation.metrics import (
+    NEGATIVE_KINDS,
+    chair,
+    parse_yes_no,
+    pope_metrics,
+    pope_questions,
+    question,
+)
+from evaluation.generate import answers, load_model
+from toyworld.world import PAIRS, SHAPES, WorldConfig, render, scenes
 
 VOCABULARY = {shape: shape for shape in SHAPES}
 HELD_OUT_SEED = 10_007  # scenes no training run draws (training seeds are small)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from csr.toyworld.world import WorldConfig, render, scenes
+from toyworld.world import WorldConfig, render, scenes
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class RunResult:
 
 def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> RunResult:
     """One variant on one seed: `csr up` for T iterations, then every iteration evaluated."""
-    from services.toyworld.build import build_toyworld
+    from toyworld.build import build_toyworld
 
     algorithm_data = algorithm_settings(variant, seed, plan)
     directory = out / variant / f"seed-{seed}"
@@ -212,9 +212,9 @@ def _start_afresh_unless(directory: Path, wanted: dict) -> None:
 def run_stack(config_path: Path, iterations: int, console) -> list[Path]:
     """Run `csr up` on the file until the trainer closes its last iteration; the adapter that
     closed each iteration, in order."""
+    from services.runtime.adapter_store import AdapterStore
     from services.stack.config import load_stack_config
     from services.stack.up import Stack
-    from services.trainer.store import AdapterStore
 
     config = load_stack_config(config_path)
     store = AdapterStore(config.run_dir / "adapters")
@@ -249,7 +249,7 @@ def base_evaluation(out: Path, seed: int, models, count: int) -> dict:
 
 
 def _evaluate(vlm: Path, adapter: Path | None, count: int) -> dict:
-    from services.toyworld.evaluate import evaluate
+    from toyworld.evaluate import evaluate
 
     logger.info("evaluating %s%s on %d held-out scenes", vlm,
                 f" + {adapter}" if adapter else "", count)
@@ -281,7 +281,7 @@ def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunP
     and the plot across iterations; returns the runs by variant."""
     from rich.console import Console
 
-    from services.toyworld.report import console_table, markdown, plot, table_rows
+    from toyworld.report import console_table, markdown, plot, table_rows
 
     terminal = Console(highlight=False)
     runs: dict[str, list[list[dict]]] = {}

@@ -2,7 +2,7 @@
 
 Each command scores answers already written (a captions or answers file), or first writes
 them with a model directory and optional adapter version, greedily. Options in, a table and
-JSON out; the formats are services.evaluation.coco_files'.
+JSON out; the formats are evaluation.coco_files'.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class _Answerer:
     read once however many questions ask about it."""
 
     def __init__(self, model: Path, adapter: Path | None, images: Path | None):
-        from services.evaluation.coco_files import EvalFileError
-        from services.evaluation.generate import load_model
+        from evaluation.coco_files import EvalFileError
+        from evaluation.generate import load_model
 
         if images is None:
             raise EvalFileError("--model needs --images, the directory the images are in")
@@ -42,7 +42,7 @@ class _Answerer:
     def _image(self, name: str):
         from PIL import Image
 
-        from services.evaluation.coco_files import EvalFileError
+        from evaluation.coco_files import EvalFileError
 
         if name not in self.loaded:
             try:
@@ -53,7 +53,7 @@ class _Answerer:
         return self.loaded[name]
 
     def __call__(self, files: list[str], prompts: list[str], max_new_tokens: int) -> list[str]:
-        from services.evaluation.generate import answers
+        from evaluation.generate import answers
 
         return answers(self.vlm, self.processor, [self._image(f) for f in files], prompts,
                        max_new_tokens=max_new_tokens, batch=8)
@@ -78,8 +78,7 @@ def chair_command(
     from rich.table import Table
 
     from csr.evaluation.coco import coco_chair
-    from services.evaluation.coco_files import (EvalFileError, image_files, load_truth,
-                                                read_captions)
+    from evaluation.coco_files import EvalFileError, image_files, load_truth, read_captions
 
     try:
         if (captions is None) == (model is None):
@@ -125,8 +124,12 @@ def pope_command(
     from rich.console import Console
     from rich.table import Table
 
-    from services.evaluation.coco_files import (EvalFileError, read_pope_answers,
-                                                read_pope_questions, score_pope)
+    from evaluation.coco_files import (
+        EvalFileError,
+        read_pope_answers,
+        read_pope_questions,
+        score_pope,
+    )
 
     results = {}
     try:

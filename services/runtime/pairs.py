@@ -1,4 +1,4 @@
-"""The trainer's side of the pair stream: consumer group reads, acknowledgement, dead letters.
+"""The reading side of the pair stream (the trainer's): consumer group reads, acknowledgement, dead letters.
 
 Owns the delivery guarantees of training. Records are read through the consumer group
 "trainers"; a record is acknowledged only after the adapter trained on it has been published
@@ -19,13 +19,11 @@ import redis
 from csr.errors import RecordError
 from csr.records import PreferenceRecord
 from csr.training import VersionError, version_number
-from services.generator.streams import PAIRS
+from services.runtime.keys import DEAD_LETTERS, PAIR_GROUP, PAIRS, STALE
 
 logger = logging.getLogger(__name__)
 
-GROUP = "trainers"
-DEAD_LETTERS = "csr:pairs:dead"
-STALE = "csr:pairs:stale"  # counter of pairs dropped as too stale
+
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class PairConsumer:
         self._replayed = False
         self.last_read = 0  # entries the last read got from Redis, usable or not
         try:
-            client.xgroup_create(PAIRS, GROUP, id="0", mkstream=True)
+            client.xgroup_create(PAIRS, PAIR_GROUP, id="0", mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
@@ -68,7 +66,7 @@ class PairConsumer:
         return self._usable(self._read_group(">", count, block_ms))
 
     def _read_group(self, start: str, count: int, block_ms: int) -> list:
-        answer = self.redis.xreadgroup(GROUP, self.consumer, {PAIRS: start}, count=count,
+        answer = self.redis.xreadgroup(PAIR_GROUP, self.consumer, {PAIRS: start}, count=count,
                                        block=block_ms if start == ">" and block_ms > 0 else None)
         entries = [entry for _, entries in answer or [] for entry in entries]
         self.last_read = len(entries)
@@ -98,20 +96,20 @@ class PairConsumer:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(DEAD_LETTERS, {"entry_id": entry_id, "reason": reason[:2000],
                                      "record": raw})
-            pipe.xack(PAIRS, GROUP, entry_id)
+            pipe.xack(PAIRS, PAIR_GROUP, entry_id)
             pipe.execute()
 
     def drop_stale(self, delivered: list[Delivered]) -> None:
         """Acknowledge pairs too stale to train on, and count them."""
         if delivered:
             with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xack(PAIRS, GROUP, *[d.entry_id for d in delivered])
+                pipe.xack(PAIRS, PAIR_GROUP, *[d.entry_id for d in delivered])
                 pipe.incrby(STALE, len(delivered))
                 pipe.execute()
 
     def ack(self, entry_ids: list[str]) -> None:
         if entry_ids:
-            self.redis.xack(PAIRS, GROUP, *entry_ids)
+            self.redis.xack(PAIRS, PAIR_GROUP, *entry_ids)
 
     def dead_letters(self) -> list[dict[str, str]]:
         return [{_text(k): _text(v) for k, v in f.items()}
@@ -121,4 +119,4 @@ class PairConsumer:
         return int(self.redis.get(STALE) or 0)
 
     def pending(self) -> int:
-        return int(self.redis.xpending(PAIRS, GROUP)["pending"])
+        return int(self.redis.xpending(PAIRS, PAIR_GROUP)["pending"])

@@ -8,7 +8,7 @@ CLIP pools at the first </s> rather than at the largest id).
 
 from __future__ import annotations
 
-from csr.toyworld.world import SHAPES, caption
+from toyworld.world import SHAPES, caption
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 PROMPTS = ("Describe the image.", "What is in the image?")

@@ -1,11 +1,8 @@
-"""LoRA adapters of the generator: validation, and the swap of the serving adapter.
+"""The adapter format that the trainer publishes and the generators load.
 
-Owns what makes a hot-reload safe: an adapter directory is accepted only in PEFT format with
-safetensors weights (no pickles), for the base model being served, with every file matching
-the sha256 in the publisher's manifest.json, and with weights that fit the model's shapes
-(PEFT loads it under a new name first). Only then does it become the active adapter; on any
-failure the old one keeps serving. `AdapterSlot` is not thread-safe: the generator loop calls
-`load` between prompts, never during a search.
+Owns the manifest (manifest.json beside a PEFT adapter: version, base model, sha256 of every
+file) and the validation a reader runs before loading: PEFT format with safetensors weights
+(no pickles), for the base model being served, every file matching its sha256.
 """
 
 from __future__ import annotations
@@ -78,40 +75,3 @@ def validate_adapter(directory: str | Path, base_model: str) -> Manifest:
             raise AdapterError(f"adapter {directory}: {name} is missing or does not match its "
                                "sha256 in the manifest (corrupt or partly written)")
     return manifest
-
-
-class AdapterSlot:
-    """The model the engine runs, with at most one active LoRA adapter."""
-
-    def __init__(self, base_model, base_name: str):
-        self.model, self.base_name = base_model, base_name
-        self.version = "base"
-
-    def load(self, directory: str | Path, version: str | None = None) -> str:
-        """Validate and activate an adapter; returns its version. Raises AdapterError."""
-        from peft import PeftModel
-
-        manifest = validate_adapter(directory, self.base_name)
-        version = version or manifest.version
-        if version != manifest.version:
-            raise AdapterError(f"asked for version {version!r}, the manifest says "
-                               f"{manifest.version!r}")
-        name = f"v{version}".replace(".", "_")
-        try:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(directory), adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, str(directory),
-                                                       adapter_name=name)
-        except Exception as e:  # shape mismatch, bad config: PEFT raises many kinds
-            if isinstance(self.model, PeftModel) and name in self.model.peft_config:
-                self.model.delete_adapter(name)  # drop the half-loaded one; the old one serves
-            raise AdapterError(f"adapter {directory} does not fit the model: {e}") from e
-        previous = self.model.active_adapter
-        self.model.set_adapter(name)
-        if previous != name and previous in self.model.peft_config:
-            self.model.delete_adapter(previous)
-        self.model.eval()
-        logger.info("serving adapter %s (was %s)", version, self.version)
-        self.version = version
-        return version

@@ -15,29 +15,28 @@ no-pair ("failed"), and recorded with its last error in the failed stream for a 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 
 from csr.records import PreferenceRecord
-from services.json_rows import parse_json_rows
+from services.runtime.keys import (
+    DONE,
+    FAILED,
+    FINISHED,
+    LOADED,
+    NO_PAIR,
+    PAIRS,
+    PROMPT_GROUP,
+    PROMPTS,
+    QUEUED,
+    SEALED,
+)
 
 logger = logging.getLogger(__name__)
 
-PROMPTS = "csr:prompts"
-PAIRS = "csr:pairs"
-GROUP = "generators"
-DONE = "csr:pairs:done"         # set of "iteration:prompt_id" whose pair is published
-FAILED = "csr:prompts:failed"    # stream of prompts given up on, with the reason
-NO_PAIR = "csr:prompts:no-pair"  # hash: reason -> count
-LOADED = "csr:prompts:loaded"    # set of "iteration:prompt_id" already queued
-QUEUED = "csr:iterations:queued"      # hash: iteration -> prompts queued
-SEALED = "csr:iterations:sealed"      # hash: iteration -> 1 once all its prompts are queued
-FINISHED = "csr:iterations:finished"  # hash: iteration -> prompts acknowledged (pair,
-                                      # no-pair or failed), each counted once
+
 
 _ENQUEUE = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
@@ -117,7 +116,7 @@ class PromptStreams:
         self._fail = client.register_script(_FAIL)
         self._replayed: set[str] = set()  # consumers whose own pending entries were re-read
         try:
-            client.xgroup_create(PROMPTS, GROUP, id="0", mkstream=True)
+            client.xgroup_create(PROMPTS, PROMPT_GROUP, id="0", mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
@@ -148,7 +147,7 @@ class PromptStreams:
             return own
         # Redis 6.2 answers [cursor, entries] and gives an entry deleted from the stream as
         # (nil, nil) while claiming it (it stays pending unless acknowledged); 7.x drops them.
-        stale = self.redis.execute_command("XAUTOCLAIM", PROMPTS, GROUP, consumer,
+        stale = self.redis.execute_command("XAUTOCLAIM", PROMPTS, PROMPT_GROUP, consumer,
                                            self.reclaim_after_ms, "0-0", "COUNT", count)[1]
         if any(not fields for _, fields in stale):
             self._ack_deleted(consumer)
@@ -156,7 +155,7 @@ class PromptStreams:
         items = [item for item in (WorkItem.from_entry(i, f) for i, f in stale if f)
                  if not self._over_delivered(item)]
         if len(items) < count:
-            answer = self.redis.xreadgroup(GROUP, consumer, {PROMPTS: ">"},
+            answer = self.redis.xreadgroup(PROMPT_GROUP, consumer, {PROMPTS: ">"},
                                            count=count - len(items), block=block_ms)
             for _, entries in answer or []:
                 items.extend(WorkItem.from_entry(i, f) for i, f in entries)
@@ -168,7 +167,7 @@ class PromptStreams:
         if consumer in self._replayed:
             return []
         self._replayed.add(consumer)
-        answer = self.redis.xreadgroup(GROUP, consumer, {PROMPTS: "0"}, count=count)
+        answer = self.redis.xreadgroup(PROMPT_GROUP, consumer, {PROMPTS: "0"}, count=count)
         entries = [entry for _, found in answer or [] for entry in found]
         items = [WorkItem.from_entry(i, f) for i, f in entries if f]
         if len(items) < len(entries):
@@ -177,15 +176,15 @@ class PromptStreams:
 
     def _ack_deleted(self, consumer: str) -> None:
         """Acknowledge the entries this consumer holds that no longer exist in the stream."""
-        held = self.redis.xpending_range(PROMPTS, GROUP, "-", "+", 1000, consumername=consumer)
+        held = self.redis.xpending_range(PROMPTS, PROMPT_GROUP, "-", "+", 1000, consumername=consumer)
         gone = [h["message_id"] for h in held
                 if not self.redis.xrange(PROMPTS, h["message_id"], h["message_id"])]
         if gone:
             logger.warning("acknowledging %d prompts deleted from %s", len(gone), PROMPTS)
-            self.redis.xack(PROMPTS, GROUP, *gone)
+            self.redis.xack(PROMPTS, PROMPT_GROUP, *gone)
 
     def _over_delivered(self, item: WorkItem) -> bool:
-        [info] = self.redis.xpending_range(PROMPTS, GROUP, item.entry_id, item.entry_id, 1) or [
+        [info] = self.redis.xpending_range(PROMPTS, PROMPT_GROUP, item.entry_id, item.entry_id, 1) or [
             {"times_delivered": 0}]
         if info["times_delivered"] <= self.max_deliveries:
             return False
@@ -199,17 +198,17 @@ class PromptStreams:
         """Give up on an item: acknowledge it, count a 'failed' no-pair, keep the reason in the
         failed stream, atomically. False if it had been acknowledged already."""
         return bool(self._fail(keys=[PROMPTS, FAILED, NO_PAIR, FINISHED], args=[
-            GROUP, item.entry_id, item.prompt_id, str(item.iteration), item.image, reason]))
+            PROMPT_GROUP, item.entry_id, item.prompt_id, str(item.iteration), item.image, reason]))
 
     def keep_alive(self, consumer: str, items: list[WorkItem]) -> None:
         """Reset the idle time of items this consumer still holds, so a batch that runs longer
         than reclaim_after_ms is not claimed by another replica while it runs."""
         ours = [i.entry_id for i in items if self._owner(i.entry_id) == consumer]
         if ours:
-            self.redis.xclaim(PROMPTS, GROUP, consumer, 0, ours, justid=True)
+            self.redis.xclaim(PROMPTS, PROMPT_GROUP, consumer, 0, ours, justid=True)
 
     def _owner(self, entry_id: str) -> str | None:
-        found = self.redis.xpending_range(PROMPTS, GROUP, entry_id, entry_id, 1)
+        found = self.redis.xpending_range(PROMPTS, PROMPT_GROUP, entry_id, entry_id, 1)
         return _str(found[0]["consumer"]) if found else None
 
     def publish(self, item: WorkItem, record: PreferenceRecord | None,
@@ -220,15 +219,15 @@ class PromptStreams:
         (a repeat after a crash, or by a replica that reclaimed a slow batch)."""
         keys = [PAIRS, DONE, PROMPTS, NO_PAIR, FINISHED]
         if record is None:
-            self._publish(keys=keys, args=["", no_pair_reason, GROUP, item.entry_id,
+            self._publish(keys=keys, args=["", no_pair_reason, PROMPT_GROUP, item.entry_id,
                                            str(item.iteration)])
             return False
         key = f"{record.iteration}:{record.prompt_id}"
-        return bool(self._publish(keys=keys, args=[key, record.to_json(), GROUP, item.entry_id,
+        return bool(self._publish(keys=keys, args=[key, record.to_json(), PROMPT_GROUP, item.entry_id,
                                                    str(item.iteration)]))
 
     def pending(self) -> int:
-        return int(self.redis.xpending(PROMPTS, GROUP)["pending"])
+        return int(self.redis.xpending(PROMPTS, PROMPT_GROUP)["pending"])
 
     def pairs(self) -> list[PreferenceRecord]:
         return [PreferenceRecord.from_json(_str(f[b"record"] if b"record" in f else f["record"]))
@@ -256,45 +255,3 @@ class PromptStreams:
         finished = self.redis.scard(DONE) + sum(self.no_pairs().values())
         return int(finished), int(self.redis.scard(LOADED))
 
-
-def load_prompt_set(path: str, iteration: int) -> list[WorkItem]:
-    """The authors' format (a JSON list of {id, image, input}), JSONL of the same objects, or
-    a Hugging Face `datasets` folder (`save_to_disk`) with those columns.
-
-    `<image>` markers in `input` are removed: the chat template places the image."""
-    rows = _read_rows(path)
-    items = []
-    for n, row in enumerate(rows):
-        missing = {"id", "image", "input"} - set(row) if isinstance(row, dict) else {"object"}
-        if missing:
-            raise ValueError(f"prompt set {path}, entry {n}: missing {', '.join(sorted(missing))}")
-        if not isinstance(row["image"], str):
-            raise ValueError(f"prompt set {path}, entry {n}: image must be a path under the "
-                             f"image root, not {type(row['image']).__name__} (images are never "
-                             "copied into Redis)")
-        prompt = str(row["input"]).replace("<image>", "").strip()
-        items.append(WorkItem(str(row["id"]), prompt, row["image"], iteration))
-    return items
-
-
-def _read_rows(path: str) -> list:
-    if Path(path).is_dir():
-        try:
-            from datasets import load_from_disk
-
-            dataset = load_from_disk(path)
-        except (ImportError, FileNotFoundError, ValueError) as e:
-            raise ValueError(f"prompt set {path} is a folder but not a saved Hugging Face "
-                             f"dataset (datasets.save_to_disk): {e}") from e
-        if hasattr(dataset, "keys"):  # a DatasetDict: one split is a prompt set
-            if len(dataset) != 1:
-                raise ValueError(f"prompt set {path} has splits {sorted(dataset)}; save the "
-                                 "one split to use")
-            dataset = next(iter(dataset.values()))
-        return list(dataset)
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    try:
-        return parse_json_rows(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"prompt set {path} is neither a JSON list nor JSONL: {e}") from e

@@ -1,7 +1,7 @@
 """The toy world's VLM: a tiny LLaVA whose vision tower is the trained toy CLIP's, frozen.
 
 As LLaVA-1.5 uses CLIP ViT-L/14-336, the VLM sees through the reward model's vision encoder.
-It is trained on the biased captions (csr.toyworld.world.biased_caption), loss on the answer
+It is trained on the biased captions (toyworld.world.biased_caption), loss on the answer
 tokens only, prompts in the chat template tokenized without added special tokens (as the
 generator and TRL's DPO collator do), answers ended by </s>. Saved in the standard Hugging
 Face format with its LlavaProcessor, loaded by the generator and the trainer like any model.
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from csr.evaluation.metrics import question
-from csr.toyworld.world import PAIRS, SHAPES, WorldConfig, biased_caption, render, scenes
-from services.generator.engine import chat_prompt
-from services.toyworld.tokenizer import CHAT_TEMPLATE, PROMPTS
+from services.runtime.vlm import chat_prompt
+from toyworld.tokenizer import CHAT_TEMPLATE, PROMPTS
+from toyworld.world import PAIRS, SHAPES, WorldConfig, biased_caption, render, scenes
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.generator.tiny import instantiate
-from services.reward.tiny import TINY_WORDS, build_word_tokenizer
+from tests.models.clip import TINY_WORDS, build_word_tokenizer
+from tests.models.llava import instantiate
 
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 CHAT_TEMPLATE = (
@@ -24,9 +24,13 @@ def build_tiny_qwen2_vl(directory: str | Path | None = None, seed: int = 0, hidd
                         image_size: int = 32, patch_size: int = 4):
     """(model, processor); saved in Hugging Face format when a directory is given. An
     image_size x image_size image gives (image_size / patch_size / 2)^2 image tokens."""
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessor, Qwen2VLProcessor,
-                              Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     tokenizer = build_word_tokenizer([*TINY_WORDS, "describe", "image", "what", "see", "?"], 512,
                                      append_eos=False)

@@ -30,23 +30,3 @@ def replace_table(readme: str, settings_class: type[BaseSettings]) -> str:
         return readme.rstrip("\n") + "\n\n" + fresh + "\n"
     start, end = rows[0] - 2, rows[-1] + 1  # the header and separator rows come first
     return "\n".join(lines[:start] + [fresh] + lines[end:])
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m services.docs README.md: regenerate every service's settings table."""
-    import sys
-    from pathlib import Path
-
-    from services.generator.settings import GeneratorSettings
-    from services.reward.settings import RewardSettings
-    from services.trainer.settings import TrainerSettings
-
-    path = Path((argv if argv is not None else sys.argv[1:])[0])
-    text = path.read_text()
-    for settings_class in (RewardSettings, GeneratorSettings, TrainerSettings):
-        text = replace_table(text, settings_class)
-    path.write_text(text)
-
-
-if __name__ == "__main__":
-    main()

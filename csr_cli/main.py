@@ -38,11 +38,11 @@ def _add_service_commands() -> None:
     from services.stack.cli import status_command, up_command
 
     app.command("up")(up_command)
-    from services.toyworld.cli import eval_command, toyworld_app
+    from toyworld.cli import eval_command, toyworld_app
 
     app.add_typer(toyworld_app, name="toyworld")
     app.command("eval")(eval_command)
-    from services.evaluation.cli import chair_command, pope_command
+    from evaluation.cli import chair_command, pope_command
 
     app.command("chair")(chair_command)
     app.command("pope")(pope_command)
@@ -52,9 +52,9 @@ def _add_service_commands() -> None:
 
 def generate_command() -> None:
     """Run one generator replica (settings from CSR_GENERATOR_* variables)."""
-    from services.entry import run_service
     from services.generator.main import run
     from services.generator.settings import GeneratorSettings
+    from services.runtime.entry import run_service
 
     run_service(GeneratorSettings, run, fatal=(RuntimeError,))
 
@@ -62,11 +62,11 @@ def generate_command() -> None:
 def train_command() -> None:
     """Run the trainer (settings from CSR_TRAINER_* variables): DPO updates from the pair
     stream, adapters published to the store, T iterations."""
-    from services.entry import run_service
+    from services.runtime.adapter_store import StoreError
+    from services.runtime.entry import run_service
     from services.trainer.main import run
     from services.trainer.service import NoPairsError
     from services.trainer.settings import TrainerSettings
-    from services.trainer.store import StoreError
 
     run_service(TrainerSettings, run, fatal=(RuntimeError, NoPairsError, StoreError))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from services.generator.engine import chat_prompt
+from services.runtime.vlm import chat_prompt
 
 
 def load_model(model_dir: str | Path, adapter: str | Path | None = None):

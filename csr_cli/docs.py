@@ -1,0 +1,25 @@
+"""The README's generated references, regenerated in place: `python -m csr_cli.docs README.md`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from services.runtime.docs import replace_table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m csr_cli.docs README.md: regenerate every service's settings table."""
+    from services.generator.settings import GeneratorSettings
+    from services.reward.settings import RewardSettings
+    from services.trainer.settings import TrainerSettings
+
+    path = Path((argv if argv is not None else sys.argv[1:])[0])
+    text = path.read_text()
+    for settings_class in (RewardSettings, GeneratorSettings, TrainerSettings):
+        text = replace_table(text, settings_class)
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

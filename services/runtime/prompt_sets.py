@@ -1,0 +1,55 @@
+"""Prompt sets as users give them: the authors' JSON list, JSONL, or a `datasets` folder.
+
+Owns reading a prompt set into work items for the prompt stream (services.runtime.prompts).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from services.runtime.json_rows import parse_json_rows
+from services.runtime.prompts import WorkItem
+
+
+def load_prompt_set(path: str, iteration: int) -> list[WorkItem]:
+    """The authors' format (a JSON list of {id, image, input}), JSONL of the same objects, or
+    a Hugging Face `datasets` folder (`save_to_disk`) with those columns.
+
+    `<image>` markers in `input` are removed: the chat template places the image."""
+    rows = _read_rows(path)
+    items = []
+    for n, row in enumerate(rows):
+        missing = {"id", "image", "input"} - set(row) if isinstance(row, dict) else {"object"}
+        if missing:
+            raise ValueError(f"prompt set {path}, entry {n}: missing {', '.join(sorted(missing))}")
+        if not isinstance(row["image"], str):
+            raise ValueError(f"prompt set {path}, entry {n}: image must be a path under the "
+                             f"image root, not {type(row['image']).__name__} (images are never "
+                             "copied into Redis)")
+        prompt = str(row["input"]).replace("<image>", "").strip()
+        items.append(WorkItem(str(row["id"]), prompt, row["image"], iteration))
+    return items
+
+
+def _read_rows(path: str) -> list:
+    if Path(path).is_dir():
+        try:
+            from datasets import load_from_disk
+
+            dataset = load_from_disk(path)
+        except (ImportError, FileNotFoundError, ValueError) as e:
+            raise ValueError(f"prompt set {path} is a folder but not a saved Hugging Face "
+                             f"dataset (datasets.save_to_disk): {e}") from e
+        if hasattr(dataset, "keys"):  # a DatasetDict: one split is a prompt set
+            if len(dataset) != 1:
+                raise ValueError(f"prompt set {path} has splits {sorted(dataset)}; save the "
+                                 "one split to use")
+            dataset = next(iter(dataset.values()))
+        return list(dataset)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        return parse_json_rows(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"prompt set {path} is neither a JSON list nor JSONL: {e}") from e
