@@ -90,8 +90,8 @@ def service_step_seconds(root: Path, count: int, config) -> tuple[float, float]:
 def handover_seconds(root: Path) -> tuple[float, float]:
     """(pub/sub, admin API): announcement to the generator serving the adapter."""
     import grpc
-    from csr_api.v1 import generator_pb2, generator_pb2_grpc
 
+    from csr_api.v1 import generator_pb2, generator_pb2_grpc
     from services.runtime.adapters import write_manifest
     from services.runtime.announce import announce_adapter
 

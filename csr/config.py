@@ -4,8 +4,10 @@ Owns every knob of the method (search, reward, selection, DPO, iterations). Depl
 settings (addresses, paths, tokens) are not here: each service reads those from the
 environment through its own pydantic-settings class.
 
-Defaults follow the paper (Zhou et al., 2024) unless a measurement showed otherwise; where
-they differ, the field's docstring says why. `CSRConfig.authors_code()` builds the settings
+Each field is declared once, with its default and its help text (`setting`); the README's
+table and examples/algorithm-reference.yaml are generated from them. Defaults follow the paper
+(Zhou et al., 2024) unless a measurement showed otherwise; where they differ, the class
+docstring says why. `CSRConfig.authors_code()` builds the settings
 that reproduce the authors' released code instead (github.com/YiyangZhou/CSR).
 """
 
@@ -45,51 +47,64 @@ def _require_int_at_least(name: str, value: int, minimum: int) -> None:
 
 
 def _require_finite(name: str, value: float, low: float, high: float) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
-    _require(ok, f"{name}={value!r} must be a finite number in [{low}, {high}]")
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and low <= value <= high)
+    hint = " (YAML reads 1e-7 as text: write 1.0e-7)" if isinstance(value, str) else ""
+    _require(ok, f"{name}={value!r} must be a finite number in [{low}, {high}]{hint}")
+
+
+def setting(default, help: str):
+    """A field with one default and its help text, which the README table and the YAML
+    reference are generated from (services.runtime.docs)."""
+    return field(default=default, metadata={"help": help})
+
+
+def section(kind: type, help: str):
+    """A nested section of settings (CSRConfig.search, .reward, ...)."""
+    return field(default_factory=kind, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Sentence-level search (Algorithm 1) and its token-level expansion.
+    """Sentence-level search (Algorithm 1) and its token-level expansion."""
 
-    mode: "paper" lets the calibrated reward R choose which prefixes survive every step
-        (Algorithm 1). "authors-code" keeps prefixes by the running sum of the self score
-        R_T alone and applies R_I to the finished tree afterwards, as the released code does.
-    keep_top / keep_bottom: unfinished prefixes kept per step, best and worst by cumulative
-        reward. The paper says "top-k and bottom-k"; the released code keeps the top 1 and
-        bottom 2 of 5 (`num_beams/2 - 1` and `num_beams/2`), which these defaults copy.
-    num_beams / num_beam_groups / diversity_penalty: diverse group beam search per prefix
-        (the paper's 5, 5, 3.0); with "beam" the groups are ignored, with "sample" num_beams
-        candidates are drawn at `temperature`, reproducibly from `seed` (each prefix draws
-        from its own generator, so batching does not change the samples).
-    sentence_end: the marker that ends a sentence; a candidate stopped by the token cap
-        without it finishes its response rather than being continued mid-sentence.
-    max_new_tokens: tokens per candidate sentence (the paper: 74).
-    max_sentences / max_response_tokens: caps per response. The released code stops at
-        1,024 characters of prompt plus response, about 250 tokens of response for LLaVA.
-    min_words: a candidate with fewer words is a fragment, not a sentence, and is dropped
-        (1, the default, keeps any candidate with a letter or digit). Diverse beam search
-        forces later groups off the likeliest token; a model that knows one way to begin a
-        sentence then offers fragments ("No.", "cross.") that CLIP scores 0, and they crowd
-        out the hallucinated prefixes the bottom-k places are for. Keep 1 for models whose
-        output has short items (LLaVA's "1." list numbers would be dropped at 2).
-    """
-
-    mode: SearchMode = "paper"
-    keep_top: int = 1
-    keep_bottom: int = 2
-    expansion: Expansion = "group-beam"
-    num_beams: int = 5
-    num_beam_groups: int = 5
-    diversity_penalty: float = 3.0
-    temperature: float = 1.0
-    seed: int = 0
-    sentence_end: str = "."
-    max_new_tokens: int = 74
-    max_sentences: int = 16
-    max_response_tokens: int = 256
-    min_words: int = 1
+    mode: SearchMode = setting(
+        "paper", "paper: the calibrated reward R picks the prefixes kept at every step "
+        "(Algorithm 1). authors-code: prefixes kept by the running sum of R_T alone, R_I "
+        "applied to the finished tree, as the released code does.")
+    keep_top: int = setting(
+        1, "Unfinished prefixes kept per step, best by cumulative reward (the released "
+        "code's num_beams/2 - 1).")
+    keep_bottom: int = setting(
+        2, "Unfinished prefixes kept per step, worst by cumulative reward (the released "
+        "code's num_beams/2).")
+    expansion: Expansion = setting(
+        "group-beam", "group-beam: diverse group beam search (the paper); beam: plain beam "
+        "search (groups ignored); sample: num_beams candidates drawn at temperature.")
+    num_beams: int = setting(5, "Candidate sentences per kept prefix (the paper: 5).")
+    num_beam_groups: int = setting(5, "Beam groups of diverse beam search (the paper: 5); "
+                                   "num_beams must be a multiple.")
+    diversity_penalty: float = setting(3.0, "Hamming diversity penalty between beam groups "
+                                       "(the paper: 3.0).")
+    temperature: float = setting(1.0, "Sampling temperature (expansion: sample).")
+    seed: int = setting(0, "Seed of sampled expansion: each prefix draws from its own "
+                        "generator seeded from this and the prefix, so batching does not "
+                        "change the samples.")
+    sentence_end: str = setting(
+        ".", "The marker that ends a sentence; a candidate stopped by the token cap without "
+        "it finishes its response instead of being continued mid-sentence.")
+    max_new_tokens: int = setting(74, "Tokens per candidate sentence, at most (the paper: "
+                                  "74; the released code: 70).")
+    max_sentences: int = setting(16, "Sentences per response, at most.")
+    max_response_tokens: int = setting(
+        256, "Tokens per response, at most (the released code stops at 1,024 characters of "
+        "prompt plus response, about 250 tokens of response for LLaVA).")
+    min_words: int = setting(
+        1, "A candidate with fewer words is a fragment and is dropped (1 keeps any "
+        "candidate with a letter or digit). Raise it for a model whose diverse beam groups, "
+        "forced off its one way to begin a sentence, offer fragments such as 'No.' that "
+        "crowd out the bottom places; keep 1 where outputs have short items ('1.' list "
+        "numbers).")
 
     def __post_init__(self) -> None:
         _require_choice("mode", self.mode, SEARCH_MODES)
@@ -121,37 +136,33 @@ class SearchConfig:
 class RewardConfig:
     """The calibrated sentence reward R(s) = lam * R_I(s) + (1 - lam) * R_T(s) (Eq. 4).
 
-    lam: weight of the image-relevance reward (the paper: 0.9). Mind the scales: R_I spans
-        0-100 while R_T is a probability (or a mean log-probability of a few units), so at 0.9
-        R_T only breaks near-ties: two candidates swap only if their R_I differ by less than
-        (1 - lam) / lam * (their R_T gap), 0.11 for products; with ranks, never among 5
-        siblings. In the toy world 99 % of the pairs at 0.9 are the pairs at 1.0 (README, "The
-        toy world"; `csr toyworld agreement` measures it for any two variants).
-    self_score: R_T's definition. "product" is the paper's product of token probabilities
-        (Eq. 2); "mean-logprob" is the length-normalised log-probability that the released
-        code gets from beam search's `sequences_scores`.
-    normalization: "raw" combines the values themselves (the paper). "rank" replaces R_T and
-        R_I by their ranks among sibling candidates (best of n = 1/n, worst = 1) before
-        combining, as the released code does; see `csr.rewards.sibling_ranks`.
-    end_relevance: None (the paper and the released code say nothing of it) lets a response
-        end for free: the end-of-response candidate adds no sentence, so the path keeps the
-        reward of what it said. A number scores the end as a sentence of its own, with R_T
-        from the end token's probability (the model's own wish to stop) and this R_I; it then
-        competes with the sibling sentences and counts in the path's reward, so under the
-        path mean another sentence is worth writing only if it scores above stopping.
-    relevance_baseline: b in a sentence's merit lam * (R_I - b) + (1 - lam) * R_T (raw
-        normalization; 0 is the paper's merit R). Under the path sum, a sentence then adds to
-        its path only if CLIP finds it more relevant than b: a true object pays, an absent one
-        costs, and stopping is free. The sum of the paper's R, always >= 0, pays for length
-        instead. The mean ignores b (it shifts every path alike). Set b between the CLIP's
-        usual R_I for present and absent objects; it depends on the CLIP, so 0 is the default.
+    Mind the scales: R_I spans 0-100 while R_T is a probability (or a mean log-probability
+    of a few units), so at lam = 0.9 R_T only breaks near-ties: two candidates swap only if
+    their R_I differ by less than (1 - lam) / lam times their R_T gap (0.11 for products);
+    with ranks, never among 5 siblings. `csr toyworld agreement` measures how many pairs two
+    settings share.
     """
 
-    lam: float = 0.9
-    self_score: SelfScore = "product"
-    normalization: Normalization = "raw"
-    end_relevance: float | None = None
-    relevance_baseline: float = 0.0
+    lam: float = setting(0.9, "Weight of the image relevance R_I in R (the paper: 0.9); 0 is "
+                         "self-reward only, 1 relevance only.")
+    self_score: SelfScore = setting(
+        "product", "R_T: product is the paper's product of token probabilities (Eq. 2); "
+        "mean-logprob the length-normalised log-probability the released code gets from "
+        "beam search's sequences_scores.")
+    normalization: Normalization = setting(
+        "raw", "raw: combine the values themselves (the paper). rank: replace R_T and R_I by "
+        "their ranks among sibling candidates (best of n = 1/n, worst = 1) first, as the "
+        "released code does.")
+    end_relevance: float | None = setting(
+        None, "null: a response ends for free (the path keeps the reward of what it said). A "
+        "number scores the end as a sentence of its own, with R_T from the end token's "
+        "probability and this R_I, so under the path mean another sentence is worth writing "
+        "only if it scores above stopping. Set it between the CLIP's usual R_I for present "
+        "and absent objects.")
+    relevance_baseline: float = setting(
+        0.0, "b in a sentence's merit lam * (R_I - b) + (1 - lam) * R_T (raw normalization). "
+        "Under the path sum a sentence then adds only if CLIP finds it more relevant than b, "
+        "so length is no longer paid for; the mean ignores b. Depends on the CLIP.")
 
     def __post_init__(self) -> None:
         _require_finite("lam", self.lam, 0.0, 1.0)
@@ -169,17 +180,16 @@ class RewardConfig:
 class SelectionConfig:
     """How a path's sentence rewards add up, for pruning and for picking the pair.
 
-    aggregation: "mean" (default) divides the path's summed reward by its number of
-        sentences, as the released code does; "sum" is the paper's cumulative reward.
-        The default departs from the paper on purpose: in a measured study (toy world,
-        shared/design/toy-world.md) the sum rewarded length, because a sentence about an
-        absent object still often earns R_I > 0, so chosen captions grew and hallucination
-        rose (CHAIR_s 0.79 against the base model's 0.53), while the mean cut it to 0.28.
-        The project's toy world (README, "The toy world") measured it again over 3 iterations
-        and 3 seeds: the sum 0.428 -> 0.963, the mean with a scored end 0.428 -> 0.198.
+    The default departs from the paper on purpose. Summing R along a path rewards length:
+    a sentence about an absent object still often earns R_I > 0, so the summed reward picks
+    longer, more hallucinated captions as chosen, and training on them made hallucination
+    worse, while the mean (what the released code does) cut it. README, "Modes and
+    defaults", has the measurements and the command that reproduces them.
     """
 
-    aggregation: Aggregation = "mean"
+    aggregation: Aggregation = setting(
+        "mean", "mean: the path's summed reward over its number of sentences (the released "
+        "code); sum: the paper's cumulative reward, which rewards length.")
 
     def __post_init__(self) -> None:
         _require_choice("aggregation", self.aggregation, AGGREGATIONS)
@@ -192,27 +202,27 @@ LANGUAGE_MODEL_LINEAR_LAYERS = (
 
 @dataclass(frozen=True)
 class DPOSettings:
-    """DPO with LoRA on the language model (Eq. 5), the reference being the previous iteration.
+    """DPO with LoRA on the language model (Eq. 5), the reference being the previous
+    iteration's model. The defaults are the released 7B training script's."""
 
-    beta: DPO temperature (TRL's default 0.1; the released code passes none, so TRL's applies).
-    lora_r / lora_alpha / lora_dropout: the released training script's 128 / 256 / 0.05.
-    target_modules: a regex over module names (PEFT full-match) that selects the language
-        model's linear layers and leaves the vision tower and projector frozen.
-    learning_rate: the released script's 1e-7 (cosine, 3% warm-up) for LLaVA-1.5-7B. Tiny
-        models need far more: the toy-world study found 5e-4 works and 2e-3 collapses.
-    """
-
-    beta: float = 0.1
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    target_modules: str = LANGUAGE_MODEL_LINEAR_LAYERS
-    learning_rate: float = 1e-7
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    epochs: int = 1
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
+    beta: float = setting(0.1, "DPO temperature (TRL's default; the released code passes "
+                          "none, so TRL's applies).")
+    lora_r: int = setting(128, "LoRA rank (the released script: 128).")
+    lora_alpha: int = setting(256, "LoRA alpha (the released script: 256).")
+    lora_dropout: float = setting(0.05, "LoRA dropout (the released script: 0.05).")
+    target_modules: str = setting(
+        LANGUAGE_MODEL_LINEAR_LAYERS, "Regex over module names (PEFT full match) that gets "
+        "LoRA: the language model's linear layers; the vision tower and projector stay "
+        "frozen.")
+    learning_rate: float = setting(
+        1e-7, "DPO learning rate: the released script's 1e-7 for LLaVA-1.5-7B. Tiny models "
+        "need far more (the toy world uses 5e-4; 2e-3 collapsed it).")
+    lr_scheduler: str = setting("cosine", "transformers learning-rate schedule name.")
+    warmup_ratio: float = setting(0.03, "Share of each update's steps spent warming up.")
+    epochs: int = setting(1, "Epochs over each update's pairs.")
+    batch_size: int = setting(1, "Pairs per device batch.")
+    gradient_accumulation_steps: int = setting(1, "Batches per optimizer step.")
+    seed: int = setting(0, "Seed of the updates (version v trains with seed + v).")
 
     def __post_init__(self) -> None:
         _require_finite("beta", self.beta, 1e-9, 1e6)
@@ -226,6 +236,7 @@ class DPOSettings:
         _require_int_at_least("epochs", self.epochs, 1)
         _require_int_at_least("batch_size", self.batch_size, 1)
         _require_int_at_least("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        _require_int_at_least("seed", self.seed, 0)
 
 
 SCHEDULES = ("iteration", "online")
@@ -234,21 +245,17 @@ Schedule = Literal["iteration", "online"]
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """When the trainer updates the model, and which pairs it still accepts.
+    """When the trainer updates the model, and which pairs it still accepts."""
 
-    schedule: "iteration" is the paper's loop: the generators build the pairs of the whole
-        prompt set with adapter t-1, the trainer trains once on all of them, publishes adapter
-        t, and the generators start iteration t+1 on the same prompts with it. "online"
-        trains on every `online_every` pairs as they arrive, publishing a version each time;
-        the prompt set still advances an iteration when all its prompts are done.
-    max_staleness: a pair made by adapter version v is used only while the trainer's current
-        version is at most v + max_staleness; older pairs are dropped and counted (online
-        training; in the iteration schedule every pair of iteration t is made by version t-1).
-    """
-
-    schedule: Schedule = "iteration"
-    online_every: int = 64
-    max_staleness: int = 1
+    schedule: Schedule = setting(
+        "iteration", "iteration: the paper's loop; the generators build the pairs of the "
+        "whole prompt set with adapter t-1, the trainer trains once on all of them and "
+        "publishes adapter t, and iteration t+1 starts on the same prompts. online: train on "
+        "every online_every pairs as they arrive, publishing a version each time.")
+    online_every: int = setting(64, "Pairs per update in the online schedule.")
+    max_staleness: int = setting(
+        1, "A pair made by adapter version v is used only while the trainer's version is at "
+        "most v + max_staleness; older pairs are dropped and counted (online schedule).")
 
     def __post_init__(self) -> None:
         _require_choice("schedule", self.schedule, SCHEDULES)
@@ -260,12 +267,12 @@ class ScheduleConfig:
 class CSRConfig:
     """Everything the method needs: T iterations of search, reward, selection and DPO."""
 
-    iterations: int = 3
-    search: SearchConfig = field(default_factory=SearchConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    dpo: DPOSettings = field(default_factory=DPOSettings)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    iterations: int = setting(3, "CSR iterations T (the paper: 3).")
+    search: SearchConfig = section(SearchConfig, "Sentence-level search and its expansion.")
+    reward: RewardConfig = section(RewardConfig, "The calibrated sentence reward (Eq. 4).")
+    selection: SelectionConfig = section(SelectionConfig, "How a path's rewards add up.")
+    dpo: DPOSettings = section(DPOSettings, "DPO with LoRA.")
+    schedule: ScheduleConfig = section(ScheduleConfig, "When the trainer updates.")
 
     def __post_init__(self) -> None:
         _require_int_at_least("iterations", self.iterations, 1)

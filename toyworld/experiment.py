@@ -49,15 +49,20 @@ VARIANTS: dict[str, dict] = {
     "rank-lambda-1": {"reward": {"normalization": "rank", "lam": 1.0}},
 }
 # The toy world's algorithm settings: the paper's (group beam search 5/5/3.0, lambda 0.9,
-# R_T the product of token probabilities) and the project's path mean, plus three settings
-# that depend on the toy models, each measured (README, "The toy world"):
-# - end_relevance 35: the toy CLIP scores sentences about present objects ~51 and absent ones
-#   ~9; with a free end the mean picks the single likeliest sentence and recall collapses.
+# R_T the product of token probabilities) and the project's path mean, plus settings that
+# depend on the toy models, each measured (README, "The toy world"):
+# - end_relevance 35: the toy CLIP scores sentences about present objects far above absent
+#   ones; with a free end the mean picks the single likeliest sentence and recall collapses.
 # - min_words 3: the toy VLM knows one way to begin a sentence, so diverse beam groups offer
 #   fragments ("No.", "cross.") that crowd the bottom places by the second iteration.
 # - max_sentences 6: one per shape.
+# - DPO: learning rate 5e-4 with the cosine schedule (2e-3 collapsed the model; a constant
+#   5e-4 over three iterations made it drop periods and repeat itself); LoRA r16/alpha32 suits
+#   a 128-wide language model (the paper's 128/256 would out-size it); batch 8.
 TOY_ALGORITHM = {"search": {"max_sentences": 6, "min_words": 3},
-                 "reward": {"end_relevance": 35.0}}
+                 "reward": {"end_relevance": 35.0},
+                 "dpo": {"learning_rate": 5e-4, "lr_scheduler": "cosine", "lora_r": 16,
+                         "lora_alpha": 32, "batch_size": 8}}
 PROMPT_SEED_BASE = 20_000  # CSR's training scenes: apart from the models' and held-out seeds
 DESCRIBE = "Describe the image."
 
@@ -68,33 +73,20 @@ class ExperimentError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunPlan:
-    """The toy world's deployment of CSR: the sizes that fit a 2-core CPU in minutes.
-
-    The DPO learning rate is the toy-world study's 5e-4 (2e-3 collapsed the model), with the
-    default cosine schedule: a constant 5e-4 over three iterations drove the model to drop
-    periods and repeat itself. LoRA r16/alpha32 suits a 128-wide language model (the paper's
-    128/256 would out-size it). `max_sentences` caps a response at 6 sentences, one per shape.
-    """
+    """How much of the toy world an experiment runs: its length and sizes, fit for a 2-core
+    CPU in minutes. The algorithm is TOY_ALGORITHM with the variant's changes; `iterations`
+    goes into it as CSRConfig.iterations."""
 
     prompts: int = 300
     iterations: int = 3
-    learning_rate: float = 5e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    batch_size: int = 8
     generator_batch: int = 16
-    max_sentences: int = 6
     eval_scenes: int = 200
-    lr_scheduler: str = "cosine"
 
     def __post_init__(self) -> None:
-        for name in ("prompts", "iterations", "lora_r", "lora_alpha", "batch_size",
-                     "generator_batch", "max_sentences", "eval_scenes"):
+        for name in ("prompts", "iterations", "generator_batch", "eval_scenes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ExperimentError(f"{name}={value!r} must be a whole number >= 1")
-        if not 0 < self.learning_rate < 1:
-            raise ExperimentError(f"learning_rate={self.learning_rate!r} must lie in (0, 1)")
 
 
 def variant_overrides(name: str) -> dict:
@@ -112,10 +104,9 @@ def algorithm_settings(variant: str, seed: int, plan: RunPlan) -> dict:
 
     overrides = variant_overrides(variant)
     data: dict = {"preset": overrides.get("preset", "paper"), "iterations": plan.iterations}
-    sections = {"search": {**TOY_ALGORITHM["search"], "max_sentences": plan.max_sentences,
-                           "seed": seed},
-                "reward": dict(TOY_ALGORITHM["reward"]),
-                "dpo": {"lr_scheduler": plan.lr_scheduler}}
+    sections = {name: dict(fields) for name, fields in TOY_ALGORITHM.items()}
+    sections["search"]["seed"] = seed
+    sections["dpo"]["seed"] = seed
     for section, fields in overrides.items():
         if section != "preset":
             sections[section] = {**sections.get(section, {}), **fields}
@@ -147,15 +138,12 @@ def stack_settings(clip: Path, vlm: Path, prompt_file: Path, algorithm: Path, se
     """The `csr up` file of a run (the reward worker serves the toy CLIP through the hf
     backend, as it would a real CLIP)."""
     common = {"MODEL": str(vlm), "BASE_NAME": f"toyworld-{seed}",
-              "IMAGE_ROOT": str(prompt_file.parent / "images"), "ALGORITHM": str(algorithm)}
-    return {"run_dir": "run",
+              "IMAGE_ROOT": str(prompt_file.parent / "images")}
+    return {"run_dir": "run", "algorithm": str(algorithm),
             "reward": {"workers": 1, "settings": {"BACKEND": "hf", "MODEL": str(clip)}},
             "generator": {"replicas": 1, "settings": {
                 **common, "PROMPT_SET": str(prompt_file), "BATCH_SIZE": plan.generator_batch}},
-            "trainer": {"settings": {
-                **common, "ITERATIONS": plan.iterations, "LEARNING_RATE": plan.learning_rate,
-                "LORA_R": plan.lora_r, "LORA_ALPHA": plan.lora_alpha,
-                "BATCH_SIZE": plan.batch_size, "SEED": seed, "TENSORBOARD": False}}}
+            "trainer": {"settings": {**common, "TENSORBOARD": False}}}
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,7 @@ class Stack:
         self._print("redis", "white", f"embedded Redis at {url} (data in {run_dir})")
         state = StackState(run_dir / STATE_FILE)
         try:
+            self.config.write_algorithm()
             services = plan(self.config, self.environ, url)
             for service in services:
                 if self.stopping.is_set():

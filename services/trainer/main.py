@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -26,29 +25,15 @@ from services.runtime.prompt_sets import load_prompt_set
 from services.runtime.prompts import PromptStreams
 from services.runtime.vlm import load_processor, load_vlm
 from services.trainer.dpo import UpdateInterrupted
-from services.trainer.service import TrainerLoop
+from services.trainer.service import TrainerLoop, TrainerOptions, TrainerParts
 from services.trainer.settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
 
 
-def config_from(settings: TrainerSettings, base: CSRConfig | None = None) -> CSRConfig:
-    """The algorithm config (the settings' file, or base) with the training settings this
-    deployment set explicitly applied on top."""
-    base = base or load_algorithm(settings.algorithm)
-    given = settings.model_fields_set
-    dpo = replace(base.dpo, **{name: getattr(settings, name) for name in (
-        "learning_rate", "epochs", "batch_size", "lora_r", "lora_alpha",
-        "gradient_accumulation_steps") if name in given})
-    schedule = replace(base.schedule, **{name: getattr(settings, name) for name in (
-        "schedule", "online_every", "max_staleness") if name in given})
-    iterations = settings.iterations if "iterations" in given else base.iterations
-    return replace(base, iterations=iterations, dpo=dpo, schedule=schedule)
-
-
 def build(settings: TrainerSettings, config: CSRConfig | None = None,
           stop: threading.Event | None = None) -> TrainerLoop:
-    config = config_from(settings, config)
+    config = config or load_algorithm(settings.algorithm)
     client = redis.Redis.from_url(settings.redis_url)
     prompts = PromptStreams(client)
     if settings.prompt_set:
@@ -56,13 +41,14 @@ def build(settings: TrainerSettings, config: CSRConfig | None = None,
         logger.info("queued %d new prompts of iteration 1", added)
     processor = load_processor(settings.model)
     targets = [t.strip() for t in settings.generator_admin.split(",") if t.strip()]
-    return TrainerLoop(
-        prompts, PairConsumer(client, settings.consumer),
-        AdapterStore(settings.adapter_store, settings.keep_versions),
-        lambda: load_vlm(settings)[0].train(), processor, config, settings.image_root,
-        settings.base_name or settings.model, Path(settings.work_dir),
-        make_announcer(client, targets), settings.seed, settings.checkpoint_steps,
-        settings.tensorboard, stop=stop)
+    parts = TrainerParts(prompts, PairConsumer(client, settings.consumer),
+                         AdapterStore(settings.adapter_store, settings.keep_versions),
+                         lambda: load_vlm(settings)[0].train(), processor,
+                         make_announcer(client, targets))
+    options = TrainerOptions(Path(settings.image_root), Path(settings.work_dir),
+                             settings.base_name or settings.model, settings.checkpoint_steps,
+                             settings.tensorboard)
+    return TrainerLoop(parts, config, options, stop=stop)
 
 
 def _health(loop: TrainerLoop) -> tuple[bool, dict]:

@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
-from services.runtime import embedded_redis
 from services.reward.settings import RewardSettings
 from services.reward.worker import BackgroundWorker
+from services.runtime import embedded_redis
 from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
-from services.runtime import embedded_redis
 from services.reward.settings import RewardSettings
 from services.reward.worker import BackgroundWorker
+from services.runtime import embedded_redis
 from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 
@@ -29,12 +29,13 @@ def test_generate_and_train_close_two_iterations(tmp_path):
     url = f"unix://{redis.socket_file}"
     common = dict(os.environ, PYTHONUNBUFFERED="1")
     store, work = tmp_path / "adapters", tmp_path / "work"
+    algorithm = tmp_path / "algorithm.yaml"
+    algorithm.write_text("iterations: 2\ndpo: {learning_rate: 5.0e-4, lora_r: 4, lora_alpha: 8, "
+                         "batch_size: 2}\n")
     train_env = dict(common, CSR_TRAINER_MODEL=str(world.vlm),
                      CSR_TRAINER_BASE_NAME="tiny-llava", CSR_TRAINER_REDIS_URL=url,
                      CSR_TRAINER_IMAGE_ROOT=str(world.images), CSR_TRAINER_ADAPTER_STORE=str(store),
-                     CSR_TRAINER_WORK_DIR=str(work), CSR_TRAINER_ITERATIONS="2",
-                     CSR_TRAINER_LEARNING_RATE="5e-4", CSR_TRAINER_LORA_R="4",
-                     CSR_TRAINER_LORA_ALPHA="8", CSR_TRAINER_BATCH_SIZE="2",
+                     CSR_TRAINER_WORK_DIR=str(work), CSR_TRAINER_ALGORITHM=str(algorithm),
                      CSR_TRAINER_HTTP_PORT="0")
     with BackgroundWorker(RewardSettings(model=str(world.clip), host="127.0.0.1", grpc_port=0,
                                          http_enabled=False)) as worker:

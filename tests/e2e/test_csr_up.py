@@ -29,12 +29,13 @@ def write_world(root):
     common = {"MODEL": str(world.vlm), "BASE_NAME": "tiny-llava",
               "IMAGE_ROOT": str(world.images)}
     config = {"run_dir": "run",
+              "algorithm": {"iterations": 2, "dpo": {"learning_rate": 5e-4, "lora_r": 4,
+                                                     "lora_alpha": 8, "batch_size": 2}},
               "reward": {"workers": 2, "settings": {"MODEL": str(world.clip)}},
               "generator": {"replicas": 1, "settings": {
                   **common, "PROMPT_SET": str(world.prompt_set), "BATCH_SIZE": 2,
                   "RECLAIM_AFTER_MS": 2000}},
-              "trainer": {"settings": {**common, "ITERATIONS": 2, "LEARNING_RATE": 5e-4,
-                                       "LORA_R": 4, "LORA_ALPHA": 8, "BATCH_SIZE": 2}}}
+              "trainer": {"settings": common}}
     (root / "csr.yaml").write_text(yaml.safe_dump(config))
 
 

@@ -12,10 +12,10 @@ from PIL import Image
 
 from csr.config import CSRConfig, SearchConfig
 from csr.records import PreferenceRecord
-from services.runtime import embedded_redis
 from services.generator.engine import VLMEngine
 from services.generator.service import GeneratorLoop
 from services.reward.client import RewardClient
+from services.runtime import embedded_redis
 from services.runtime.prompt_sets import load_prompt_set
 from services.runtime.prompts import PromptStreams, WorkItem
 from tests.models.llava import build_tiny_llava, make_random_adapter, teach_sentences
@@ -217,8 +217,8 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
     import threading
 
     import grpc
-    from csr_api.v1 import generator_pb2, generator_pb2_grpc
 
+    from csr_api.v1 import generator_pb2, generator_pb2_grpc
     from services.generator.adapter_slot import AdapterSlot
     from services.generator.admin import create_server
     from services.runtime.announce import AdapterSubscriber, announce_adapter

@@ -108,7 +108,7 @@ def test_publication_is_atomic_with_a_manifest_and_keeps_k_versions(world):
     assert manifest["base_model"] == "tiny-llava" and manifest["pairs"] == 4
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(manifest["files"])
     assert {"loss", "rewards/margins", "rewards/accuracies"} <= set(manifest["metrics"])
-    assert (trainer.work_dir / "plots" / "update-1.png").stat().st_size > 1000
+    assert (trainer.options.work_dir / "plots" / "update-1.png").stat().st_size > 1000
     assert world.redis.xpending("csr:pairs", "trainers")["pending"] == 0
 
     def crash(directory):

@@ -17,7 +17,7 @@ from services.runtime import embedded_redis
 from services.runtime.adapter_store import AdapterStore
 from services.runtime.pairs import PairConsumer
 from services.runtime.prompts import PromptStreams, WorkItem
-from services.trainer.service import TrainerLoop
+from services.trainer.service import TrainerLoop, TrainerOptions, TrainerParts
 from tests.models.llava import build_tiny_llava
 from tests.unit.fakes import ScriptedModel, ScriptedRelevance, cand
 
@@ -62,9 +62,12 @@ class World:
 
     def trainer(self, consumer: str = "trainer", config: CSRConfig = CONFIG, **kwargs):
         processor = build_tiny_llava(seed=2)[1]
-        return TrainerLoop(self.prompts, PairConsumer(self.redis, consumer),
-                           AdapterStore(self.root / "adapters", keep=5), base_model, processor,
-                           config, str(self.images), "tiny-llava", self.root / "work", **kwargs)
+        announce, stop = kwargs.pop("announce", None), kwargs.pop("stop", None)
+        parts = TrainerParts(self.prompts, PairConsumer(self.redis, consumer),
+                             AdapterStore(self.root / "adapters", keep=5), base_model,
+                             processor, *([announce] if announce else []))
+        options = TrainerOptions(self.images, self.root / "work", "tiny-llava", **kwargs)
+        return TrainerLoop(parts, config, options, stop=stop)
 
 
 def make_world(root: Path) -> World:

@@ -20,7 +20,7 @@ def test_defaults_are_the_papers_except_the_documented_path_mean():
     assert config.reward.self_score == "product"
     assert config.reward.normalization == "raw"
     assert config.selection.aggregation == "mean"
-    assert "sum rewarded length" in SelectionConfig.__doc__
+    assert "Summing R along a path rewards length" in SelectionConfig.__doc__
     # the paper says nothing of these: off by default
     assert (config.reward.end_relevance, config.reward.relevance_baseline) == (None, 0.0)
     assert config.search.min_words == 1

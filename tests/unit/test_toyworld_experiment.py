@@ -25,6 +25,10 @@ def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
     assert csr.reward.end_relevance == TOY_ALGORITHM["reward"]["end_relevance"]
     assert (csr.search.min_words, csr.search.max_sentences, csr.search.seed) == (3, 6, 7)
     assert csr.iterations == 3 and csr.dpo.lr_scheduler == "cosine"
+    assert (csr.dpo.learning_rate, csr.dpo.lora_r, csr.dpo.lora_alpha, csr.dpo.batch_size,
+            csr.dpo.seed) == (5e-4, 16, 32, 8, 7)
+    assert CSRConfig.from_dict(algorithm_settings("csr", 0, RunPlan(iterations=1))).iterations \
+        == 1
     assert configs["lambda-0"].reward.lam == 0.0 and configs["lambda-1"].reward.lam == 1.0
     assert configs["sample"].search.expansion == "sample"
     assert configs["mean-logprob"].reward.self_score == "mean-logprob"
@@ -46,8 +50,8 @@ def test_unknown_variants_and_bad_plans_are_named():
         algorithm_settings("lambda-2", 0, RunPlan())
     with pytest.raises(ExperimentError, match="prompts=0"):
         RunPlan(prompts=0)
-    with pytest.raises(ExperimentError, match="learning_rate=2.0"):
-        RunPlan(learning_rate=2.0)
+    with pytest.raises(ExperimentError, match="iterations=0"):
+        RunPlan(iterations=0)
 
 
 def _evaluation(chair_s, recall):
