@@ -157,7 +157,8 @@ _CLEANED_PHRASES = {" ".join(singular(w) for w in k.split()): v
                     for k, v in _PHRASES_AS_WRITTEN.items()}
 # Original: the keys as written, matched against Pattern's singulars, so "sports ball" and
 # "tennis racket" never pair ("sport", "tenni"; "ball" and "racket" alone still name them)
-# and the original adds "wine glas" for Pattern's "glass" -> "glas".
+# and the original adds "wine glas" for Pattern's "glass" -> "glas". (Its own table lacks
+# "dining table"; pairing it or not names the same category, "table" being one alone.)
 _ORIGINAL_PHRASES = {**_PHRASES_AS_WRITTEN, "wine glas": "wine glass"}
 
 
