@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from csr.evaluation.chair_text import TextRules
+
 Model = Annotated[Path | None, typer.Option(help="VLM directory to write the answers with "
                                                  "(instead of an answers file).")]
 Adapter = Annotated[Path | None, typer.Option(help="Adapter version directory for --model.")]
@@ -71,6 +73,11 @@ def chair_command(
     prompt: Annotated[str, typer.Option(help="With --model: the description prompt.")]
     = "Please describe this image in detail.",
     max_new_tokens: Annotated[int, typer.Option(help="With --model: tokens per caption.")] = 512,
+    text_rules: Annotated[TextRules, typer.Option(
+        help="How captions are read: 'original' reproduces the original CHAIR code (Treebank "
+             "words, Pattern's singulars, the synonym list as published), so the numbers "
+             "compare with tables made with it; 'cleaned' splits hyphens and slashes, folds "
+             "plurals correctly and uses the cleaned synonym list.")] = TextRules.ORIGINAL,
     json_out: JsonOut = None,
 ) -> None:
     """CHAIR_s, CHAIR_i and recall of captions on COCO, with the standard synonym list."""
@@ -92,18 +99,19 @@ def chair_command(
             texts = _Answerer(model, adapter, images)([files[i] for i in ids],
                                                       [prompt] * len(ids), max_new_tokens)
             pairs = list(zip(ids, texts))
-        truth = load_truth(instances, references, {i for i, _ in pairs})
-        result = coco_chair(pairs, truth)
+        truth = load_truth(instances, references, {i for i, _ in pairs}, text_rules)
+        result = coco_chair(pairs, truth, text_rules)
     except (EvalFileError, ValueError) as e:
         _fail(e)
-    table = Table("captions", "CHAIR_s", "CHAIR_i", "recall", "words")
+    table = Table("captions", "CHAIR_s", "CHAIR_i", "recall", "words", "text rules")
     table.add_row(str(result.captions), f"{result.chair_s:.3f}", f"{result.chair_i:.3f}",
-                  f"{result.recall:.3f}", f"{result.mean_words:.1f}")
+                  f"{result.recall:.3f}", f"{result.mean_words:.1f}", result.text_rules.value)
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps({
             "chair_s": result.chair_s, "chair_i": result.chair_i, "recall": result.recall,
             "mean_words": result.mean_words, "captions": result.captions,
+            "text_rules": result.text_rules.value,
             "hallucinated": [{"image_id": i, "objects": list(o)} for i, o in result.hallucinated],
             "generated": [{"image_id": i, "caption": c} for i, c in pairs]}, indent=2))
 

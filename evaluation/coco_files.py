@@ -2,7 +2,8 @@
 
 Owns the file formats:
 - COCO `instances_*.json` and `captions_*.json` (read with pycocotools): an image's truth is
-  its instance categories plus what its reference captions mention (csr.evaluation.coco).
+  its instance categories plus what its reference captions mention, read with the same text
+  rules as the captions scored (csr.evaluation.coco).
 - Generated captions: a JSON list or JSONL of objects with `image_id` and `caption` (the
   layout CHAIR scripts take; other key names can be given).
 - POPE question files as released (JSONL of `question_id`, `image`, `text`, `label` yes/no)
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from csr.evaluation.chair_text import TextRules
 from csr.evaluation.coco import ground_truth
 from csr.evaluation.metrics import parse_yes_no, pope_metrics
 from services.runtime.json_rows import parse_json_rows
@@ -42,8 +44,10 @@ def _coco(path: Path):
 
 
 def load_truth(instances: Path, captions: Path | None = None,
-               image_ids: Iterable[int] | None = None) -> dict[int, set[str]]:
-    """image id -> true COCO categories, for `image_ids` (default: every image in instances)."""
+               image_ids: Iterable[int] | None = None,
+               rules: TextRules = TextRules.ORIGINAL) -> dict[int, set[str]]:
+    """image id -> true COCO categories, for `image_ids` (default: every image in instances);
+    reference captions are read with `rules`."""
     coco = _coco(instances)
     wanted = sorted(coco.getImgIds() if image_ids is None else set(image_ids))
     unknown = [i for i in wanted if i not in coco.imgs]
@@ -58,7 +62,7 @@ def load_truth(instances: Path, captions: Path | None = None,
     if captions is not None:
         caps = _coco(captions)
         references = {i: [a["caption"] for a in caps.imgToAnns.get(i, [])] for i in wanted}
-    return ground_truth(categories, references)
+    return ground_truth(categories, references, rules)
 
 
 def image_files(instances: Path) -> dict[int, str]:

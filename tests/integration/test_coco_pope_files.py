@@ -61,6 +61,38 @@ def test_chair_of_a_captions_file_by_hand(coco, capsys):
     assert json.loads((coco / "out.json").read_text())["chair_s"] == pytest.approx(1.0)
 
 
+def test_text_rules_read_references_and_captions_alike(coco):
+    # image 2's reference names a bus ("bu" to the original, so no bus in its truth there)
+    captions = json.loads((coco / "captions.json").read_text())
+    captions["annotations"].append({"id": 12, "image_id": 2, "caption": "A bus behind a car."})
+    (coco / "captions.json").write_text(json.dumps(captions))
+    rows = [{"image_id": 1, "caption": "Two hot-dogs and a dog-walker with a frisbee."},
+            {"image_id": 2, "caption": "A man, a car and two buses."}]
+    (coco / "generated.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    results = {}
+    for rules in ("original", "cleaned"):
+        with pytest.raises(SystemExit) as done:
+            main(["chair", "--instances", str(coco / "instances.json"), "--references",
+                  str(coco / "captions.json"), "--captions", str(coco / "generated.jsonl"),
+                  "--text-rules", rules, "--json", str(coco / f"{rules}.json")])
+        assert done.value.code == 0
+        results[rules] = json.loads((coco / f"{rules}.json").read_text())
+    original, cleaned = results["original"], results["cleaned"]
+    # original: truth 1 {dog, frisbee}, 2 {car, person}; image 1 names [frisbee], image 2
+    # [person, car, bus]: the buses are false
+    assert original["text_rules"] == "original"
+    assert (original["chair_s"], original["chair_i"]) == (pytest.approx(1 / 2),
+                                                          pytest.approx(1 / 4))
+    assert original["recall"] == pytest.approx((1 + 2) / (2 + 2))
+    assert original["hallucinated"] == [{"image_id": 2, "objects": ["bus"]}]
+    # cleaned: truth 2 gains the bus; image 1 names [hot dog, dog, person, frisbee]
+    assert cleaned["text_rules"] == "cleaned"
+    assert (cleaned["chair_s"], cleaned["chair_i"]) == (pytest.approx(1 / 2),
+                                                        pytest.approx(2 / 7))
+    assert cleaned["recall"] == pytest.approx((2 + 3) / (2 + 3))
+    assert cleaned["hallucinated"] == [{"image_id": 1, "objects": ["hot dog", "person"]}]
+
+
 def _pope_files(root):
     questions = [("COCO_val2014_000000000001.jpg", "Is there a dog in the image?", "yes"),
                  ("COCO_val2014_000000000001.jpg", "Is there a car in the image?", "no"),

@@ -1,7 +1,10 @@
-"""COCO CHAIR: the standard synonym list and matching rules, and the arithmetic, by hand."""
+"""COCO CHAIR: the standard synonym list and matching rules, and the arithmetic, by hand.
+The mentions are the cleaned rules' (`TextRules.CLEANED`; the original's, and where the two
+differ, are in test_chair_text_rules.py); the arithmetic is the same under both."""
 
 import pytest
 
+from csr.evaluation.chair_text import TextRules
 from csr.evaluation.coco import COCO_SYNONYMS, coco_chair, coco_mentions, ground_truth
 
 
@@ -27,24 +30,25 @@ def test_the_synonym_list_has_the_80_coco_categories_each_named_first():
     ("Two policemen, calves, collies and a minibus.", ["person", "cow", "dog", "bus"]),
 ])
 def test_mentions_follow_the_chair_rules(text, expected):
-    assert coco_mentions(text) == expected
+    assert coco_mentions(text, TextRules.CLEANED) == expected
 
 
 def test_ground_truth_is_instances_plus_what_reference_captions_name():
     truth = ground_truth({1: ["dog", "frisbee"], 2: ["car"]},
                          {1: ["A puppy catches a frisbee on the grass."],
-                          2: ["A man driving a van.", "Cars and a bus."]})
+                          2: ["A man driving a van.", "Cars and a bus."]}, TextRules.CLEANED)
     assert truth == {1: {"dog", "frisbee"}, 2: {"car", "person", "bus"}}
 
 
-def test_coco_chair_by_hand():
+@pytest.mark.parametrize("rules", list(TextRules))  # plain words: both read them alike
+def test_coco_chair_by_hand(rules):
     truth = {1: {"dog", "frisbee"}, 2: {"car", "person"}, 3: {"pizza"}}
     captions = [
         (1, "A dog with a frisbee and a cat."),          # cat false: 1 of 3 mentions
         (2, "A man in a car. Another man."),             # person, car, person: all true
         (3, "A pizza and a knife, and another knife."),  # knife twice false: 2 of 3
     ]
-    result = coco_chair(captions, truth)
+    result = coco_chair(captions, truth, rules)
     assert result.chair_s == pytest.approx(2 / 3)          # captions 1 and 3
     assert result.chair_i == pytest.approx(3 / 9)          # 1 + 0 + 2 false of 3 + 3 + 3
     assert result.recall == pytest.approx((2 + 2 + 1) / 5)  # every true object named
