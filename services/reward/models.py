@@ -18,6 +18,7 @@ from services.reward.open_clip_weights import (
     UnknownActivation,
     WeightsSource,
     create_arguments,
+    random_init_warning_silenced,
     read_openai_checkpoint,
     resolve_weights,
 )
@@ -130,11 +131,16 @@ class OpenClipBackend(ClipBackend):
         import open_clip
 
         arguments = create_arguments(source)
-        weights = None if source.kind in ("directory", "openai-file") else (pretrained or None)
+        if source.kind == "openai-file":
+            with random_init_warning_silenced():
+                model, _, transform = open_clip.create_model_and_transforms(
+                    name, pretrained=None, device=self.device, **arguments)
+            model.load_state_dict(read_openai_checkpoint(pretrained))
+            logger.info("loaded OpenAI-format weights from %s", pretrained)
+            return model, transform
+        weights = None if source.kind == "directory" else (pretrained or None)
         model, _, transform = open_clip.create_model_and_transforms(
             name, pretrained=weights, device=self.device, **arguments)
-        if source.kind == "openai-file":
-            model.load_state_dict(read_openai_checkpoint(pretrained))
         return model, transform
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:

@@ -17,8 +17,10 @@ Owns the decision and reading OpenAI-format files; the backend (models.py) build
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,7 +37,8 @@ SourceKind = Literal["directory", "tag", "openai-file", "file", "unmarked-file",
 
 
 class UnknownActivation(ValueError):
-    """A checkpoint file whose activation cannot be inferred; the message names the setting."""
+    """A checkpoint file that cannot be read, or whose activation nothing says; the message
+    names the fix."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,23 @@ def read_openai_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v for k, v in weights.items() if k not in OPENAI_ARCHIVE_ENTRIES}
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def random_init_warning_silenced() -> Iterator[None]:
+    """open_clip warns on the root logger that a model built without weights is initialised
+    randomly; an OpenAI-format file's weights are loaded right after, so the warning is false."""
+    quiet, root = _DropRandomInitWarning(), logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def _inferred(model: str, pretrained: str) -> WeightsSource:
