@@ -10,10 +10,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
+
+from services.reward.open_clip_weights import (
+    UnknownActivation,
+    WeightsSource,
+    create_arguments,
+    random_init_warning_silenced,
+    read_openai_checkpoint,
+    resolve_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,17 +96,21 @@ class ClipBackend:
 
 
 class OpenClipBackend(ClipBackend):
-    """open_clip: a built-in name with a pretrained tag or checkpoint, or a local directory."""
+    """open_clip: a built-in name with a pretrained tag or checkpoint, or a local directory,
+    built with the activation its weights were trained with (open_clip_weights.py)."""
 
-    def __init__(self, model: str, pretrained: str, device: torch.device, precision: str):
+    def __init__(self, model: str, pretrained: str, device: torch.device, precision: str,
+                 quick_gelu: str = "auto"):
         super().__init__(device, precision)
         import open_clip
 
-        name = f"local-dir:{model}" if Path(model).is_dir() else model
         try:
-            self.model, _, self._transform = open_clip.create_model_and_transforms(
-                name, pretrained=None if name.startswith("local-dir:") else (pretrained or None),
-                device=device)
+            source = resolve_weights(model, pretrained, quick_gelu)
+        except UnknownActivation as e:
+            raise ModelLoadError(str(e)) from e
+        name = f"local-dir:{model}" if source.kind == "directory" else model
+        try:
+            self.model, self._transform = self._create(name, pretrained, source)
             self._tokenizer = open_clip.get_tokenizer(name)
         except Exception as e:  # open_clip raises many kinds; all mean "cannot load this"
             raise ModelLoadError(
@@ -112,6 +124,24 @@ class OpenClipBackend(ClipBackend):
                               if hasattr(self.model, "text_projection") else 0, context,
                               int(image_size[0] if isinstance(image_size, (tuple, list))
                                   else image_size), str(device))
+
+    def _create(self, name: str, pretrained: str, source: WeightsSource):
+        """(model, inference transform). open_clip reads tags, directories and its own files;
+        an OpenAI-format file is read here and loaded strictly into the named architecture."""
+        import open_clip
+
+        arguments = create_arguments(source)
+        if source.kind == "openai-file":
+            with random_init_warning_silenced():
+                model, _, transform = open_clip.create_model_and_transforms(
+                    name, pretrained=None, device=self.device, **arguments)
+            model.load_state_dict(read_openai_checkpoint(pretrained))
+            logger.info("loaded OpenAI-format weights from %s", pretrained)
+            return model, transform
+        weights = None if source.kind == "directory" else (pretrained or None)
+        model, _, transform = open_clip.create_model_and_transforms(
+            name, pretrained=weights, device=self.device, **arguments)
+        return model, transform
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         return torch.stack([self._transform(image) for image in images])
@@ -180,12 +210,14 @@ class HFClipBackend(ClipBackend):
 
 
 def load_backend(backend: str, model: str, pretrained: str = "", device: str = "auto",
-                 precision: str = "auto") -> ClipBackend:
-    """Load the configured CLIP; fail with ModelLoadError naming the model."""
+                 precision: str = "auto", quick_gelu: str = "auto") -> ClipBackend:
+    """Load the configured CLIP; fail with ModelLoadError naming the model.
+
+    quick_gelu (open_clip only): auto, true or false, as CSR_REWARD_QUICK_GELU."""
     where = resolve_device(device)
     logger.info("loading %s CLIP %r on %s", backend, model, where)
     if backend == "open_clip":
-        return OpenClipBackend(model, pretrained, where, precision)
+        return OpenClipBackend(model, pretrained, where, precision, quick_gelu)
     if backend == "hf":
         return HFClipBackend(model, where, precision)
     raise ModelLoadError(f"unknown CLIP backend {backend!r}; use 'open_clip' or 'hf'")

@@ -21,6 +21,12 @@ class RewardSettings(BaseSettings):
     pretrained: str = Field(
         "openai", description="open_clip only: a pretrained tag or a local checkpoint file; "
         "ignored for directories.")
+    quick_gelu: Literal["auto", "true", "false"] = Field(
+        "auto", description="open_clip only: build with QuickGELU, the activation OpenAI's "
+        "weights were trained with. auto: as the pretrained tag says ('openai': true), true for "
+        "a checkpoint file in OpenAI's format (TorchScript archive, or a state dict taken from "
+        "one), as open_clip_config.json says for a directory; another checkpoint file needs "
+        "true or false.")
     device: str = Field("auto", description="auto (cuda if available), cpu, or cuda:N.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: fp32 on CPU, fp16 autocast on CUDA.")

@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 import uvicorn
 
@@ -49,7 +50,7 @@ class RewardWorker:
         if self._backend is None:
             self._backend = await loop.run_in_executor(
                 self._executor, lambda: load_backend(s.backend, s.model, s.pretrained, s.device,
-                                                     s.precision))
+                                                     s.precision, s.quick_gelu))
         self.scorer = Scorer(self._backend, s, self._executor, RewardMetrics())
         self.scorer.batcher.start()
         self.grpc_server, self.grpc_port = create_server(s, self.scorer)
@@ -135,7 +136,7 @@ class BackgroundWorker:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.worker.http_port}"
 
-    def __enter__(self) -> BackgroundWorker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

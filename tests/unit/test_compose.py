@@ -1,5 +1,6 @@
 """docker-compose.yml against the code: commands exist, every CSR_* variable is a setting, every
-${VAR} is documented in .env.example, and Debian's docker-compose accepts the file (no engine)."""
+${VAR} is documented in .env.example, every GPU service names its own devices, and Debian's
+docker-compose accepts the file (no engine)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from typer.testing import CliRunner
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+GENERATORS = sorted(name for name in SERVICES if name.startswith("generator"))
+GPU_SERVICES = ["reward", *GENERATORS, "trainer"]
+ENV_EXAMPLE = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
 
 
 def settings_fields() -> dict[str, set[str]]:
@@ -27,7 +32,7 @@ def settings_fields() -> dict[str, set[str]]:
             for cls in (RewardSettings, GeneratorSettings, TrainerSettings)}
 
 
-@pytest.mark.parametrize("name", ["reward", "generator", "trainer"])
+@pytest.mark.parametrize("name", ["reward", *GENERATORS, "trainer"])
 def test_every_command_is_a_csr_subcommand(name):
     from csr_cli.main import app
 
@@ -63,12 +68,69 @@ def test_redis_is_private_persistent_and_password_protected():
     assert "ports" not in redis
     assert "--requirepass" in redis["command"] and "--appendonly" in redis["command"]
     assert "redis-data:/data" in redis["volumes"]
-    for name in ("generator", "trainer"):
+    for name in (*GENERATORS, "trainer"):
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert SERVICES[name]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] \
             == "nvidia"
-    assert SERVICES["generator"]["environment"]["CSR_GENERATOR_REWARD_TARGET"] \
-        == "dns:///reward:50051"
+    for name in GENERATORS:
+        assert SERVICES[name]["environment"]["CSR_GENERATOR_REWARD_TARGET"] \
+            == "dns:///reward:50051"
+
+
+def gpu_devices(service: dict) -> list[dict]:
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}) \
+        .get("devices", [])
+
+
+def test_no_gpu_reservation_by_count():
+    # Docker gives a count of n the devices 0..n-1: every service would share the first GPUs.
+    assert "count:" not in (ROOT / "docker-compose.yml").read_text()
+    assert all("count" not in device for service in SERVICES.values()
+               for device in gpu_devices(service))
+
+
+def device_variables(name: str) -> list[str]:
+    """The .env variables naming a service's GPUs; each device id must be one."""
+    ids = [i for device in gpu_devices(SERVICES[name]) for i in device["device_ids"]]
+    found = [re.fullmatch(r"\$\{([A-Z0-9_]+):\?[^}]+\}", i) for i in ids]
+    assert ids and all(found), f"{name}: device ids {ids} are not required .env variables"
+    return [m.group(1) for m in found]
+
+
+def test_every_gpu_service_names_its_devices_from_env():
+    assert [n for n in SERVICES if gpu_devices(SERVICES[n])] == GPU_SERVICES
+    for name in GPU_SERVICES:
+        for device in gpu_devices(SERVICES[name]):
+            assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+        assert all(v in ENV_EXAMPLE for v in device_variables(name)), name
+
+
+def test_generators_and_the_trainer_get_different_gpus_by_default():
+    assigned = {name: [ENV_EXAMPLE[v] for v in device_variables(name)]
+                for name in [*GENERATORS, "trainer"]}
+    flat = [gpu for gpus in assigned.values() for gpu in gpus]
+    assert len(GENERATORS) >= 2 and len(flat) == len(set(flat)), assigned
+    assert all(gpu.isdigit() for gpu in flat)
+    assert ENV_EXAMPLE[device_variables("reward")[0]].isdigit()
+
+
+def test_generators_differ_only_in_name_gpu_and_profile():
+    assert GENERATORS == [f"generator-{k}" for k in range(len(GENERATORS))]
+    first = SERVICES["generator-0"]
+    assert "profiles" not in first  # always runs; the trainer waits for it
+    assert SERVICES["trainer"]["depends_on"]["generator-0"]["condition"] == "service_healthy"
+    assert ENV_EXAMPLE["CSR_GENERATOR_ADMINS"] == "generator-0:50061"
+    for k, name in enumerate(GENERATORS):
+        service = SERVICES[name]
+        assert service.get("profiles", []) == ([name] if k else [])
+        assert service["environment"]["CSR_GENERATOR_CONSUMER"] == name
+        assert device_variables(name) == [f"GENERATOR_{k}_GPU"]
+        same = ("command", "image", "build", "volumes", "depends_on", "stop_grace_period")
+        assert {key: service[key] for key in same} == {key: first[key] for key in same}
+        others = {key: v for key, v in service["environment"].items()
+                  if key != "CSR_GENERATOR_CONSUMER"}
+        assert others == {key: v for key, v in first["environment"].items()
+                          if key != "CSR_GENERATOR_CONSUMER"}
 
 
 def test_docker_compose_accepts_the_file(tmp_path):
@@ -80,9 +142,18 @@ def test_docker_compose_accepts_the_file(tmp_path):
     for name in ("docker-compose.yml", ".env.example"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copy(tmp_path / ".env.example", tmp_path / ".env")
-    ok = subprocess.run([tool, "config", "-q"], cwd=tmp_path, capture_output=True, text=True)
+    ok = subprocess.run([tool, "config", "-q"], cwd=tmp_path, capture_output=True, text=True,
+                        check=False)
     assert ok.returncode == 0, ok.stderr
+    resolved = subprocess.run([tool, "config"], cwd=tmp_path, capture_output=True, text=True,
+                              check=True)
+    services = yaml.safe_load(resolved.stdout)["services"]
+    gpus = {name: [i for d in gpu_devices(services[name]) for i in d["device_ids"]]
+            for name in GPU_SERVICES}
+    dedicated = [gpu for name in [*GENERATORS, "trainer"] for gpu in gpus[name]]
+    assert len(dedicated) == len(set(dedicated)) == len(GENERATORS) + 1, gpus
+    assert all(gpu.isdigit() for gpu in [*dedicated, *gpus["reward"]]), gpus
     (tmp_path / ".env").write_text("")  # the required settings must be refused when unset
     bad = subprocess.run([tool, "config", "-q"], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PATH": os.environ["PATH"]})
+                         env={"PATH": os.environ["PATH"]}, check=False)
     assert bad.returncode != 0 and "set REDIS_PASSWORD in .env" in bad.stderr
