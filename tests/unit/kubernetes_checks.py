@@ -32,7 +32,7 @@ from tests.unit.kubernetes_manifests import (
 def command_problems(docs: list[dict]) -> list[str]:
     from typer.testing import CliRunner
 
-    from csr.cli import app
+    from csr_cli.main import app
 
     problems = []
     for name, _, c, cls in csr_containers(docs):

@@ -21,7 +21,7 @@ from services.reward.open_clip_weights import (
     create_arguments,
     resolve_weights,
 )
-from services.reward.tiny import OPEN_CLIP_TINY_CFG, build_tiny_open_clip
+from tests.models.clip import OPEN_CLIP_TINY_CFG, build_tiny_open_clip
 
 TINY_NAME = "csr-test-tiny-clip"
 ARCHIVE_ENTRIES = {"input_resolution": torch.tensor(32), "context_length": torch.tensor(77),
