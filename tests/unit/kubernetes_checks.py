@@ -281,7 +281,7 @@ def workload_problems(docs: list[dict]) -> list[str]:
     trainer = deployments["csr-trainer"]["spec"]
     if trainer.get("replicas") != 1 or trainer.get("strategy", {}).get("type") != "Recreate":
         problems.append("the trainer is not one replica with the Recreate strategy")
-    for name, service in (("csr-generator", "generator"), ("csr-trainer", "trainer")):
+    for name, service in (("csr-generator", "generator-0"), ("csr-trainer", "trainer")):
         grace = deployments[name]["spec"]["template"]["spec"].get(
             "terminationGracePeriodSeconds", 30)
         value, unit = re.fullmatch(r"(\d+)([sm])", compose[service]["stop_grace_period"]).groups()
