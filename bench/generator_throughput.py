@@ -55,8 +55,13 @@ def raw_tokens_per_second(engine: VLMEngine, rows: int, context: int, steps: int
         started = time.perf_counter()
         for step in range(steps):
             mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
-            model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True,
-                  position_ids=torch.full((rows, 1), context + step))
+            model(
+                input_ids=token,
+                attention_mask=mask,
+                past_key_values=cache,
+                use_cache=True,
+                position_ids=torch.full((rows, 1), context + step),
+            )
         return rows * steps / (time.perf_counter() - started)
 
 
@@ -81,11 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     # 64 px images in 4 px patches: 257 image tokens, a quarter-scale LLaVA-1.5 prompt (576)
     model, processor = build_tiny_llava(seed=1, hidden=128, image_size=64, patch_size=4)
     teach_sentences(model, processor)  # so that answers have several sentences
-    search = SearchConfig(max_new_tokens=args.max_new_tokens,  # the paper's 5 beams, 5 groups
-                          max_sentences=args.max_sentences)
+    search = SearchConfig(
+        max_new_tokens=args.max_new_tokens,  # the paper's 5 beams, 5 groups
+        max_sentences=args.max_sentences,
+    )
     config = replace(CSRConfig(), search=search)
-    requests = [SearchRequest(f"p{i}", PROMPTS[i % len(PROMPTS)], f"img{i}")
-                for i in range(args.prompts)]
+    requests = [
+        SearchRequest(f"p{i}", PROMPTS[i % len(PROMPTS)], f"img{i}") for i in range(args.prompts)
+    ]
     images = {r.image_ref: scene(i) for i, r in enumerate(requests)}
     encoded = {}
     for key, image in images.items():
@@ -95,30 +103,46 @@ def main(argv: list[str] | None = None) -> None:
     times = {"authors": [], "once": [], "engine": []}
     with tempfile.TemporaryDirectory() as tmp:
         clip = build_tiny_open_clip(tmp)
-        settings = RewardSettings(model=str(clip), host="127.0.0.1", grpc_port=0,
-                                  http_enabled=False)
+        settings = RewardSettings(
+            model=str(clip), host="127.0.0.1", grpc_port=0, http_enabled=False
+        )
         with BackgroundWorker(settings) as worker, RewardClient(worker.grpc_address) as client:
+
             def relevance(image_ref, sentences):
                 return [s.relevance for s in client.score(encoded[image_ref], sentences)]
 
             def many(queries):
                 answers = client.score_batch([(encoded[ref], s) for ref, s in queries])
                 return [[s.relevance for s in own] for own in answers]
+
             relevance.many = many
             for _ in range(args.rounds):  # alternate, so the machine's drift hits all alike
                 for name, rows in (("authors", None), ("once", 1)):
-                    seconds, slow = timed(lambda: reference_pairs(
-                        requests, VLMEngine(model, processor, search), relevance, config,
-                        images.get, 1, "base", prompt_rows=rows))
+                    seconds, slow = timed(
+                        lambda rows=rows: reference_pairs(
+                            requests,
+                            VLMEngine(model, processor, search),
+                            relevance,
+                            config,
+                            images.get,
+                            1,
+                            "base",
+                            prompt_rows=rows,
+                        )
+                    )
                     times[name].append(seconds)
                 engine = VLMEngine(model, processor, search)
-                seconds, fast = timed(lambda: search_prompts(requests, engine, relevance, config,
-                                                             images.get, 1, "base"))
+                seconds, fast = timed(
+                    lambda engine=engine: search_prompts(
+                        requests, engine, relevance, config, images.get, 1, "base"
+                    )
+                )
                 times["engine"].append(seconds)
                 if pairs_of(fast) != pairs_of(slow):
                     raise SystemExit("the engine and the reference loop produced different pairs")
-    report(args, engine, processor, images, fast, {k: statistics.median(v)
-                                                   for k, v in times.items()})
+    report(
+        args, engine, processor, images, fast, {k: statistics.median(v) for k, v in times.items()}
+    )
 
 
 def report(args, engine, processor, images, fast, median) -> None:
@@ -127,21 +151,29 @@ def report(args, engine, processor, images, fast, median) -> None:
     rows = max(1, round(engine.step_rows / max(1, steps)))
     engine_tps = engine.step_rows / median["engine"]
     prompt = engine.prompt_text(PROMPTS[0])
-    context = processor(images=images["img0"], text=prompt, return_tensors="pt",
-                        add_special_tokens=False)["input_ids"].shape[1]
+    context = processor(
+        images=images["img0"], text=prompt, return_tensors="pt", add_special_tokens=False
+    )["input_ids"].shape[1]
     raw_tps = raw_tokens_per_second(engine, rows, context=context + 8)
     depth = sum(len(o.search.kept_per_step) for o in fast) / len(fast)
     nodes = sum(o.search.expansions for o in fast)
-    print(f"{args.prompts} prompts, {pairs} pairs, identical pairs in every round; "
-          f"{nodes} tree nodes expanded, {depth:.1f} steps a prompt; medians of {args.rounds}")
-    for name, label in (("authors", "reference, the authors' way (prompt as 5 beam rows)"),
-                        ("once", "reference, prompt encoded once per node"),
-                        ("engine", "engine")):
+    print(
+        f"{args.prompts} prompts, {pairs} pairs, identical pairs in every round; "
+        f"{nodes} tree nodes expanded, {depth:.1f} steps a prompt; medians of {args.rounds}"
+    )
+    for name, label in (
+        ("authors", "reference, the authors' way (prompt as 5 beam rows)"),
+        ("once", "reference, prompt encoded once per node"),
+        ("engine", "engine"),
+    ):
         print(f"{label:53s} {median[name]:7.2f} s  ({pairs / median[name] * 60:8.1f} pairs/min)")
-    print(f"engine vs the stricter once-per-node reference: "
-          f"{median['once'] / median['engine']:.1f}x")
-    print(f"engine generated {engine_tps:8.0f} tokens/s; raw one-token forward at batch {rows}: "
-          f"{raw_tps:8.0f} tokens/s ({engine_tps / raw_tps:.2f} of the limit)")
+    print(
+        f"engine vs the stricter once-per-node reference: {median['once'] / median['engine']:.1f}x"
+    )
+    print(
+        f"engine generated {engine_tps:8.0f} tokens/s; raw one-token forward at batch {rows}: "
+        f"{raw_tps:8.0f} tokens/s ({engine_tps / raw_tps:.2f} of the limit)"
+    )
     print(f"generator_speedup_vs_reference: {median['authors'] / median['engine']:.1f}")
 
 

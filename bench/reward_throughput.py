@@ -23,9 +23,9 @@ import time
 
 import grpc
 import torch
-from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from PIL import Image
 
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.models import load_backend
 from tests.models.clip import build_tiny_open_clip
 
@@ -34,14 +34,31 @@ MODEL_CFG = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
 }
-SENTENCES_PER_REQUEST = int(os.environ.get("BENCH_SPR", 16))
+SENTENCES_PER_REQUEST = int(os.environ.get("BENCH_SPR", "16"))
 MAX_BATCH = 64
-WORDS = "there is a red green blue small large circle square triangle cross ring photo".split()
+WORDS = [
+    "there",
+    "is",
+    "a",
+    "red",
+    "green",
+    "blue",
+    "small",
+    "large",
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "photo",
+]
 
 
 def sentences(n: int, seed: int) -> list[str]:
-    return [" ".join(WORDS[(seed + i * 7 + k * 3) % len(WORDS)] for k in range(8)) + " ."
-            for i in range(n)]
+    return [
+        " ".join(WORDS[(seed + i * 7 + k * 3) % len(WORDS)] for k in range(8)) + " ."
+        for i in range(n)
+    ]
 
 
 def raw_throughput(model_dir: str, seconds: float) -> float:
@@ -56,15 +73,26 @@ def raw_throughput(model_dir: str, seconds: float) -> float:
 
 
 def start_worker(model_dir: str, port: int) -> subprocess.Popen:
-    env = dict(os.environ, CSR_REWARD_MODEL=model_dir, CSR_REWARD_GRPC_PORT=str(port),
-               CSR_REWARD_HTTP_ENABLED="false", CSR_REWARD_HOST="127.0.0.1",
-               CSR_REWARD_MAX_BATCH_SIZE=str(MAX_BATCH), CSR_REWARD_MAX_WAIT_MS="5")
-    return subprocess.Popen([sys.executable, "-m", "csr_cli.main", "reward", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        CSR_REWARD_MODEL=model_dir,
+        CSR_REWARD_GRPC_PORT=str(port),
+        CSR_REWARD_HTTP_ENABLED="false",
+        CSR_REWARD_HOST="127.0.0.1",
+        CSR_REWARD_MAX_BATCH_SIZE=str(MAX_BATCH),
+        CSR_REWARD_MAX_WAIT_MS="5",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "csr_cli.main", "reward", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -77,8 +105,9 @@ def drive(address: str, image_sha: str, clients: int, seconds: float):
 
     def client(seed: int):
         stub = reward_pb2_grpc.RewardServiceStub(grpc.insecure_channel(address))
-        request = reward_pb2.ScoreRequest(image_sha256=image_sha,
-                                          sentences=sentences(SENTENCES_PER_REQUEST, seed))
+        request = reward_pb2.ScoreRequest(
+            image_sha256=image_sha, sentences=sentences(SENTENCES_PER_REQUEST, seed)
+        )
         mine = []
         while time.perf_counter() < deadline:
             t = time.perf_counter()
@@ -115,19 +144,24 @@ def main(argv: list[str] | None = None) -> None:
             buffer = io.BytesIO()
             Image.new("RGB", (64, 64), (200, 20, 20)).save(buffer, "PNG")
             stub = reward_pb2_grpc.RewardServiceStub(channel)
-            sha = stub.Score(reward_pb2.ScoreRequest(image_bytes=buffer.getvalue(),
-                                                     sentences=["warm up ."])).image_sha256
+            sha = stub.Score(
+                reward_pb2.ScoreRequest(image_bytes=buffer.getvalue(), sentences=["warm up ."])
+            ).image_sha256
             drive(address, sha, 4, 1.0)  # warm up
-            print(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
-                  f"{SENTENCES_PER_REQUEST} sentences/request, max batch {MAX_BATCH}")
+            print(
+                f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+                f"{SENTENCES_PER_REQUEST} sentences/request, max batch {MAX_BATCH}"
+            )
             rows = []
             for clients in (1, 4, 16):
                 raw = raw_throughput(model_dir, args.seconds)  # side by side with each level
                 rate, p50, p99 = drive(address, sha, clients, args.seconds)
                 rows.append((clients, rate, raw, p50, p99))
-                print(f"clients {clients:2d}: server {rate:8.0f} sentences/s | raw encode_text "
-                      f"{raw:8.0f}/s | ratio {rate / raw:5.2f} | p50 {p50 * 1e3:6.1f} ms | "
-                      f"p99 {p99 * 1e3:6.1f} ms")
+                print(
+                    f"clients {clients:2d}: server {rate:8.0f} sentences/s | raw encode_text "
+                    f"{raw:8.0f}/s | ratio {rate / raw:5.2f} | p50 {p50 * 1e3:6.1f} ms | "
+                    f"p99 {p99 * 1e3:6.1f} ms"
+                )
         finally:
             worker.terminate()
             worker.wait(30)

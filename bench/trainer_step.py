@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' toy trainer world
 
-from csr.training import dpo_example  # noqa: E402
-from services.runtime import embedded_redis  # noqa: E402
+from csr.training import dpo_example
+from services.runtime import embedded_redis
 from services.runtime.vlm import load_rgb
-from services.trainer.dpo import build_dataset, dpo_config, policy_model  # noqa: E402
-from tests.integration.trainer_world import CONFIG, base_model, make_world, running_generator  # noqa: E402
+from services.trainer.dpo import build_dataset, dpo_config, policy_model
+from tests.integration.trainer_world import CONFIG, base_model, make_world, running_generator
 
 
 def bare_step_seconds(world, records, config) -> float:
@@ -41,9 +41,13 @@ def bare_step_seconds(world, records, config) -> float:
     with tempfile.TemporaryDirectory() as out:
         args = dpo_config(config.dpo, Path(out), seed=0, checkpoint_steps=0, device="cpu")
         timer = _TrainTimer()
-        trainer = DPOTrainer(model=policy_model(base_model(), None, config.dpo), args=args,
-                             processing_class=processor, train_dataset=dataset,
-                             callbacks=[timer.callback])
+        trainer = DPOTrainer(
+            model=policy_model(base_model(), None, config.dpo),
+            args=args,
+            processing_class=processor,
+            train_dataset=dataset,
+            callbacks=[timer.callback],
+        )
         trainer.train()
         return timer.seconds / trainer.state.global_step
 
@@ -62,18 +66,20 @@ class _TrainTimer:
 
             def on_train_end(self, *args, **kwargs):
                 timer.seconds = time.perf_counter() - timer.started
+
         self.callback = Callback()
 
 
 def service_step_seconds(root: Path, count: int, config) -> tuple[float, float]:
     """(seconds per DPO step inside train(), fixed seconds of the rest of the update)."""
-    import services.trainer.service as service
+    from services.trainer import service
 
     world = make_world(root)
     timer = _TrainTimer()
     real = service.train_update
-    service.train_update = lambda *a, **k: real(*a, **{**k, "callbacks": [
-        *k.get("callbacks", []), timer.callback]})
+    service.train_update = lambda *a, **k: real(
+        *a, **{**k, "callbacks": [*k.get("callbacks", []), timer.callback]}
+    )
     try:
         world.queue(count=count)
         world.answer(count=count)
@@ -97,7 +103,7 @@ def handover_seconds(root: Path) -> tuple[float, float]:
 
     world = make_world(root)
     trainer = world.trainer(config=replace(CONFIG, iterations=1))  # queues no iteration 2:
-    world.queue(count=4)                                            # the generator stays idle
+    world.queue(count=4)  # the generator stays idle
     world.answer(count=4)
     trainer.run_once(block_ms=1)  # version 1
     try:
@@ -115,8 +121,9 @@ def handover_seconds(root: Path) -> tuple[float, float]:
                 stub = generator_pb2_grpc.GeneratorAdminStub(channel)
                 stub.Status(generator_pb2.StatusRequest(), timeout=10)  # connected
                 started = time.perf_counter()
-                stub.LoadAdapter(generator_pb2.LoadAdapterRequest(path=str(copy), version="2"),
-                                 timeout=60)
+                stub.LoadAdapter(
+                    generator_pb2.LoadAdapterRequest(path=str(copy), version="2"), timeout=60
+                )
                 admin = time.perf_counter() - started
         return pubsub, admin
     finally:
@@ -143,14 +150,22 @@ def main(argv: list[str] | None = None) -> None:
         pubsub, admin = handover_seconds(Path(tmp) / "handover")
     b, s = statistics.median(bare), statistics.median(service)
     print(f"{args.pairs} pairs, batch 2, {args.rounds} rounds alternating")
-    print(f"bare DPOTrainer:  {b * 1000:7.1f} ms/step  (rounds: "
-          f"{', '.join(f'{x * 1000:.0f}' for x in bare)})")
-    print(f"trainer service:  {s * 1000:7.1f} ms/step  (rounds: "
-          f"{', '.join(f'{x * 1000:.0f}' for x in service)})")
-    print(f"service's fixed cost per update (model load, dataset, plot, publication, ack): "
-          f"{statistics.median(fixed):.2f} s")
-    print(f"adapter published -> generator serving it: pub/sub {pubsub * 1000:.1f} ms, "
-          f"admin API {admin * 1000:.1f} ms")
+    print(
+        f"bare DPOTrainer:  {b * 1000:7.1f} ms/step  (rounds: "
+        f"{', '.join(f'{x * 1000:.0f}' for x in bare)})"
+    )
+    print(
+        f"trainer service:  {s * 1000:7.1f} ms/step  (rounds: "
+        f"{', '.join(f'{x * 1000:.0f}' for x in service)})"
+    )
+    print(
+        f"service's fixed cost per update (model load, dataset, plot, publication, ack): "
+        f"{statistics.median(fixed):.2f} s"
+    )
+    print(
+        f"adapter published -> generator serving it: pub/sub {pubsub * 1000:.1f} ms, "
+        f"admin API {admin * 1000:.1f} ms"
+    )
     print(f"trainer_overhead_percent: {(s / b - 1) * 100:.1f}")
 
 

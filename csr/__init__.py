@@ -8,12 +8,12 @@ checks it), so every service can import it and every test can drive it with fake
 
 from csr.config import CSRConfig, DPOSettings, RewardConfig, SearchConfig, SelectionConfig
 from csr.errors import (
-                        ConfigError,
-                        CSRError,
-                        ExpansionError,
-                        RecordError,
-                        RelevanceError,
-                        UnsupportedSchemaError,
+    ConfigError,
+    CSRError,
+    ExpansionError,
+    RecordError,
+    RelevanceError,
+    UnsupportedSchemaError,
 )
 from csr.pairs import PromptOutcome, generate_pairs
 from csr.records import SCHEMA_VERSION, PreferenceRecord
@@ -23,9 +23,29 @@ from csr.selection import NoPair, PreferencePair, select_pair
 __version__ = "0.1.0"
 
 __all__ = [
-    "CSRConfig", "DPOSettings", "RewardConfig", "SearchConfig", "SelectionConfig",
-    "CSRError", "ConfigError", "ExpansionError", "RecordError", "RelevanceError",
-    "UnsupportedSchemaError", "PromptOutcome", "generate_pairs", "SCHEMA_VERSION",
-    "PreferenceRecord", "Candidate", "FinishedPath", "Prefix", "SearchRequest", "SearchResult",
-    "run_search", "NoPair", "PreferencePair", "select_pair", "__version__",
+    "SCHEMA_VERSION",
+    "CSRConfig",
+    "CSRError",
+    "Candidate",
+    "ConfigError",
+    "DPOSettings",
+    "ExpansionError",
+    "FinishedPath",
+    "NoPair",
+    "PreferencePair",
+    "PreferenceRecord",
+    "Prefix",
+    "PromptOutcome",
+    "RecordError",
+    "RelevanceError",
+    "RewardConfig",
+    "SearchConfig",
+    "SearchRequest",
+    "SearchResult",
+    "SelectionConfig",
+    "UnsupportedSchemaError",
+    "__version__",
+    "generate_pairs",
+    "run_search",
+    "select_pair",
 ]

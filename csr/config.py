@@ -47,8 +47,12 @@ def _require_int_at_least(name: str, value: int, minimum: int) -> None:
 
 
 def _require_finite(name: str, value: float, low: float, high: float) -> None:
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and low <= value <= high)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
     hint = " (YAML reads 1e-7 as text: write 1.0e-7)" if isinstance(value, str) else ""
     _require(ok, f"{name}={value!r} must be a finite number in [{low}, {high}]{hint}")
 
@@ -69,63 +73,90 @@ class SearchConfig:
     """Sentence-level search (Algorithm 1) and its token-level expansion."""
 
     mode: SearchMode = setting(
-        "paper", "paper: the calibrated reward R picks the prefixes kept at every step "
+        "paper",
+        "paper: the calibrated reward R picks the prefixes kept at every step "
         "(Algorithm 1). authors-code: prefixes kept by the running sum of R_T alone, R_I "
-        "applied to the finished tree, as the released code does.")
+        "applied to the finished tree, as the released code does.",
+    )
     keep_top: int = setting(
-        1, "Unfinished prefixes kept per step, best by cumulative reward (the released "
-        "code's num_beams/2 - 1).")
+        1,
+        "Unfinished prefixes kept per step, best by cumulative reward (the released "
+        "code's num_beams/2 - 1).",
+    )
     keep_bottom: int = setting(
-        2, "Unfinished prefixes kept per step, worst by cumulative reward (the released "
-        "code's num_beams/2).")
+        2,
+        "Unfinished prefixes kept per step, worst by cumulative reward (the released "
+        "code's num_beams/2).",
+    )
     expansion: Expansion = setting(
-        "group-beam", "group-beam: diverse group beam search (the paper); beam: plain beam "
-        "search (groups ignored); sample: num_beams candidates drawn at temperature.")
+        "group-beam",
+        "group-beam: diverse group beam search (the paper); beam: plain beam "
+        "search (groups ignored); sample: num_beams candidates drawn at temperature.",
+    )
     num_beams: int = setting(5, "Candidate sentences per kept prefix (the paper: 5).")
-    num_beam_groups: int = setting(5, "Beam groups of diverse beam search (the paper: 5); "
-                                   "num_beams must be a multiple.")
-    diversity_penalty: float = setting(3.0, "Hamming diversity penalty between beam groups "
-                                       "(the paper: 3.0).")
+    num_beam_groups: int = setting(
+        5, "Beam groups of diverse beam search (the paper: 5); num_beams must be a multiple."
+    )
+    diversity_penalty: float = setting(
+        3.0, "Hamming diversity penalty between beam groups (the paper: 3.0)."
+    )
     temperature: float = setting(1.0, "Sampling temperature (expansion: sample).")
-    seed: int = setting(0, "Seed of sampled expansion: each prefix draws from its own "
-                        "generator seeded from this and the prefix, so batching does not "
-                        "change the samples.")
+    seed: int = setting(
+        0,
+        "Seed of sampled expansion: each prefix draws from its own "
+        "generator seeded from this and the prefix, so batching does not "
+        "change the samples.",
+    )
     sentence_end: str = setting(
-        ".", "The marker that ends a sentence; a candidate stopped by the token cap without "
-        "it finishes its response instead of being continued mid-sentence.")
-    max_new_tokens: int = setting(74, "Tokens per candidate sentence, at most (the paper: "
-                                  "74; the released code: 70).")
+        ".",
+        "The marker that ends a sentence; a candidate stopped by the token cap without "
+        "it finishes its response instead of being continued mid-sentence.",
+    )
+    max_new_tokens: int = setting(
+        74, "Tokens per candidate sentence, at most (the paper: 74; the released code: 70)."
+    )
     max_sentences: int = setting(16, "Sentences per response, at most.")
     max_response_tokens: int = setting(
-        256, "Tokens per response, at most (the released code stops at 1,024 characters of "
-        "prompt plus response, about 250 tokens of response for LLaVA).")
+        256,
+        "Tokens per response, at most (the released code stops at 1,024 characters of "
+        "prompt plus response, about 250 tokens of response for LLaVA).",
+    )
     min_words: int = setting(
-        1, "A candidate with fewer words is a fragment and is dropped (1 keeps any "
+        1,
+        "A candidate with fewer words is a fragment and is dropped (1 keeps any "
         "candidate with a letter or digit). Raise it for a model whose diverse beam groups, "
         "forced off its one way to begin a sentence, offer fragments such as 'No.' that "
         "crowd out the bottom places; keep 1 where outputs have short items ('1.' list "
-        "numbers).")
+        "numbers).",
+    )
 
     def __post_init__(self) -> None:
         _require_choice("mode", self.mode, SEARCH_MODES)
         _require_choice("expansion", self.expansion, EXPANSIONS)
         _require_int_at_least("keep_top", self.keep_top, 0)
         _require_int_at_least("keep_bottom", self.keep_bottom, 0)
-        _require(self.keep_top + self.keep_bottom >= 1,
-                 "keep_top + keep_bottom must be >= 1, or no prefix would survive a step")
+        _require(
+            self.keep_top + self.keep_bottom >= 1,
+            "keep_top + keep_bottom must be >= 1, or no prefix would survive a step",
+        )
         _require_int_at_least("num_beams", self.num_beams, 1)
         _require_int_at_least("num_beam_groups", self.num_beam_groups, 1)
         if self.expansion == "group-beam":
-            _require(self.num_beams % self.num_beam_groups == 0,
-                     f"num_beams={self.num_beams} must be a multiple of "
-                     f"num_beam_groups={self.num_beam_groups}")
+            _require(
+                self.num_beams % self.num_beam_groups == 0,
+                f"num_beams={self.num_beams} must be a multiple of "
+                f"num_beam_groups={self.num_beam_groups}",
+            )
         _require_finite("diversity_penalty", self.diversity_penalty, 0.0, 1e6)
         _require_finite("temperature", self.temperature, 1e-6, 1e6)
         _require_int_at_least("seed", self.seed, 0)
-        _require(isinstance(self.sentence_end, str) and self.sentence_end.strip() != ""
-                 and self.sentence_end == self.sentence_end.strip(),
-                 f"sentence_end={self.sentence_end!r} must be a non-blank string without "
-                 "surrounding spaces, such as '.'")
+        _require(
+            isinstance(self.sentence_end, str)
+            and self.sentence_end.strip() != ""
+            and self.sentence_end == self.sentence_end.strip(),
+            f"sentence_end={self.sentence_end!r} must be a non-blank string without "
+            "surrounding spaces, such as '.'",
+        )
         _require_int_at_least("max_new_tokens", self.max_new_tokens, 1)
         _require_int_at_least("max_sentences", self.max_sentences, 1)
         _require_int_at_least("max_response_tokens", self.max_response_tokens, 1)
@@ -143,33 +174,46 @@ class RewardConfig:
     settings share.
     """
 
-    lam: float = setting(0.9, "Weight of the image relevance R_I in R (the paper: 0.9); 0 is "
-                         "self-reward only, 1 relevance only.")
+    lam: float = setting(
+        0.9,
+        "Weight of the image relevance R_I in R (the paper: 0.9); 0 is "
+        "self-reward only, 1 relevance only.",
+    )
     self_score: SelfScore = setting(
-        "product", "R_T: product is the paper's product of token probabilities (Eq. 2); "
+        "product",
+        "R_T: product is the paper's product of token probabilities (Eq. 2); "
         "mean-logprob the length-normalised log-probability the released code gets from "
-        "beam search's sequences_scores.")
+        "beam search's sequences_scores.",
+    )
     normalization: Normalization = setting(
-        "raw", "raw: combine the values themselves (the paper). rank: replace R_T and R_I by "
+        "raw",
+        "raw: combine the values themselves (the paper). rank: replace R_T and R_I by "
         "their ranks among sibling candidates (best of n = 1/n, worst = 1) first, as the "
-        "released code does.")
+        "released code does.",
+    )
     end_relevance: float | None = setting(
-        None, "null: a response ends for free (the path keeps the reward of what it said). A "
+        None,
+        "null: a response ends for free (the path keeps the reward of what it said). A "
         "number scores the end as a sentence of its own, with R_T from the end token's "
         "probability and this R_I, so under the path mean another sentence is worth writing "
         "only if it scores above stopping. Set it between the CLIP's usual R_I for present "
-        "and absent objects.")
+        "and absent objects.",
+    )
     relevance_baseline: float = setting(
-        0.0, "b in a sentence's merit lam * (R_I - b) + (1 - lam) * R_T (raw normalization). "
+        0.0,
+        "b in a sentence's merit lam * (R_I - b) + (1 - lam) * R_T (raw normalization). "
         "Under the path sum a sentence then adds only if CLIP finds it more relevant than b, "
-        "so length is no longer paid for; the mean ignores b. Depends on the CLIP.")
+        "so length is no longer paid for; the mean ignores b. Depends on the CLIP.",
+    )
 
     def __post_init__(self) -> None:
         _require_finite("lam", self.lam, 0.0, 1.0)
         _require_finite("relevance_baseline", self.relevance_baseline, 0.0, 100.0)
-        _require(self.relevance_baseline == 0 or self.normalization == "raw",
-                 f"relevance_baseline={self.relevance_baseline!r} has no effect with "
-                 "normalization='rank' (ranks ignore it); set it to 0 or use 'raw'")
+        _require(
+            self.relevance_baseline == 0 or self.normalization == "raw",
+            f"relevance_baseline={self.relevance_baseline!r} has no effect with "
+            "normalization='rank' (ranks ignore it); set it to 0 or use 'raw'",
+        )
         if self.end_relevance is not None:
             _require_finite("end_relevance", self.end_relevance, 0.0, 100.0)
         _require_choice("self_score", self.self_score, SELF_SCORES)
@@ -188,8 +232,10 @@ class SelectionConfig:
     """
 
     aggregation: Aggregation = setting(
-        "mean", "mean: the path's summed reward over its number of sentences (the released "
-        "code); sum: the paper's cumulative reward, which rewards length.")
+        "mean",
+        "mean: the path's summed reward over its number of sentences (the released "
+        "code); sum: the paper's cumulative reward, which rewards length.",
+    )
 
     def __post_init__(self) -> None:
         _require_choice("aggregation", self.aggregation, AGGREGATIONS)
@@ -205,18 +251,23 @@ class DPOSettings:
     """DPO with LoRA on the language model (Eq. 5), the reference being the previous
     iteration's model. The defaults are the released 7B training script's."""
 
-    beta: float = setting(0.1, "DPO temperature (TRL's default; the released code passes "
-                          "none, so TRL's applies).")
+    beta: float = setting(
+        0.1, "DPO temperature (TRL's default; the released code passes none, so TRL's applies)."
+    )
     lora_r: int = setting(128, "LoRA rank (the released script: 128).")
     lora_alpha: int = setting(256, "LoRA alpha (the released script: 256).")
     lora_dropout: float = setting(0.05, "LoRA dropout (the released script: 0.05).")
     target_modules: str = setting(
-        LANGUAGE_MODEL_LINEAR_LAYERS, "Regex over module names (PEFT full match) that gets "
+        LANGUAGE_MODEL_LINEAR_LAYERS,
+        "Regex over module names (PEFT full match) that gets "
         "LoRA: the language model's linear layers; the vision tower and projector stay "
-        "frozen.")
+        "frozen.",
+    )
     learning_rate: float = setting(
-        1e-7, "DPO learning rate: the released script's 1e-7 for LLaVA-1.5-7B. Tiny models "
-        "need far more (the toy world uses 5e-4; 2e-3 collapsed it).")
+        1e-7,
+        "DPO learning rate: the released script's 1e-7 for LLaVA-1.5-7B. Tiny models "
+        "need far more (the toy world uses 5e-4; 2e-3 collapsed it).",
+    )
     lr_scheduler: str = setting("cosine", "transformers learning-rate schedule name.")
     warmup_ratio: float = setting(0.03, "Share of each update's steps spent warming up.")
     epochs: int = setting(1, "Epochs over each update's pairs.")
@@ -229,8 +280,10 @@ class DPOSettings:
         _require_int_at_least("lora_r", self.lora_r, 1)
         _require_int_at_least("lora_alpha", self.lora_alpha, 1)
         _require_finite("lora_dropout", self.lora_dropout, 0.0, 0.999)
-        _require(isinstance(self.target_modules, str) and self.target_modules != "",
-                 "target_modules must be a non-empty module-name regex")
+        _require(
+            isinstance(self.target_modules, str) and self.target_modules != "",
+            "target_modules must be a non-empty module-name regex",
+        )
         _require_finite("learning_rate", self.learning_rate, 1e-12, 1.0)
         _require_finite("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _require_int_at_least("epochs", self.epochs, 1)
@@ -248,14 +301,18 @@ class ScheduleConfig:
     """When the trainer updates the model, and which pairs it still accepts."""
 
     schedule: Schedule = setting(
-        "iteration", "iteration: the paper's loop; the generators build the pairs of the "
+        "iteration",
+        "iteration: the paper's loop; the generators build the pairs of the "
         "whole prompt set with adapter t-1, the trainer trains once on all of them and "
         "publishes adapter t, and iteration t+1 starts on the same prompts. online: train on "
-        "every online_every pairs as they arrive, publishing a version each time.")
+        "every online_every pairs as they arrive, publishing a version each time.",
+    )
     online_every: int = setting(64, "Pairs per update in the online schedule.")
     max_staleness: int = setting(
-        1, "A pair made by adapter version v is used only while the trainer's version is at "
-        "most v + max_staleness; older pairs are dropped and counted (online schedule).")
+        1,
+        "A pair made by adapter version v is used only while the trainer's version is at "
+        "most v + max_staleness; older pairs are dropped and counted (online schedule).",
+    )
 
     def __post_init__(self) -> None:
         _require_choice("schedule", self.schedule, SCHEDULES)
@@ -276,11 +333,17 @@ class CSRConfig:
 
     def __post_init__(self) -> None:
         _require_int_at_least("iterations", self.iterations, 1)
-        for name, kind in (("search", SearchConfig), ("reward", RewardConfig),
-                           ("selection", SelectionConfig), ("dpo", DPOSettings),
-                           ("schedule", ScheduleConfig)):
-            _require(isinstance(getattr(self, name), kind),
-                     f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        for name, kind in (
+            ("search", SearchConfig),
+            ("reward", RewardConfig),
+            ("selection", SelectionConfig),
+            ("dpo", DPOSettings),
+            ("schedule", ScheduleConfig),
+        ):
+            _require(
+                isinstance(getattr(self, name), kind),
+                f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}",
+            )
 
     @classmethod
     def from_dict(cls, data: dict) -> CSRConfig:
@@ -290,14 +353,24 @@ class CSRConfig:
         refused by name."""
         if not isinstance(data, dict):
             raise ConfigError(f"an algorithm config is a mapping, not {type(data).__name__}")
-        sections = {"search": SearchConfig, "reward": RewardConfig, "selection": SelectionConfig,
-                    "dpo": DPOSettings, "schedule": ScheduleConfig}
+        sections = {
+            "search": SearchConfig,
+            "reward": RewardConfig,
+            "selection": SelectionConfig,
+            "dpo": DPOSettings,
+            "schedule": ScheduleConfig,
+        }
         unknown = set(data) - {"preset", "iterations", *sections}
-        _require(not unknown, f"unknown algorithm config keys {sorted(unknown)}; use preset, "
-                 f"iterations, {', '.join(sections)}")
+        _require(
+            not unknown,
+            f"unknown algorithm config keys {sorted(unknown)}; use preset, "
+            f"iterations, {', '.join(sections)}",
+        )
         preset = data.get("preset", "paper")
-        _require(preset in ("paper", "authors-code"),
-                 f"preset={preset!r} must be 'paper' or 'authors-code'")
+        _require(
+            preset in ("paper", "authors-code"),
+            f"preset={preset!r} must be 'paper' or 'authors-code'",
+        )
         config = cls.authors_code() if preset == "authors-code" else cls()
         changes = {}
         for name, kind in sections.items():
@@ -305,8 +378,10 @@ class CSRConfig:
             _require(isinstance(fields, dict), f"{name} must be a mapping of its fields")
             known = set(kind.__dataclass_fields__)
             strange = set(fields) - known
-            _require(not strange, f"{name} has no fields {sorted(strange)}; it has "
-                     f"{', '.join(sorted(known))}")
+            _require(
+                not strange,
+                f"{name} has no fields {sorted(strange)}; it has {', '.join(sorted(known))}",
+            )
             if fields:
                 changes[name] = replace(getattr(config, name), **fields)
         if "iterations" in data:

@@ -39,14 +39,18 @@ class FakeWorld:
 
     def _candidates(self, prefix: Prefix) -> list[Candidate]:
         mentioned = {shape for shape in SHAPES if shape in prefix.text}
-        weights = {shape: self._belief(shape, mentioned) for shape in SHAPES
-                   if shape not in mentioned}
+        weights = {
+            shape: self._belief(shape, mentioned) for shape in SHAPES if shape not in mentioned
+        }
         end_weight = 0.25 * len(mentioned)
         total = sum(weights.values()) + end_weight
         ranked = sorted(weights.items(), key=lambda kv: -kv[1])
-        out = [Candidate(f" There is a {shape}.",
-                         (-0.05, -0.02, -0.01, math.log(weight / total), -0.01))
-               for shape, weight in ranked]
+        out = [
+            Candidate(
+                f" There is a {shape}.", (-0.05, -0.02, -0.01, math.log(weight / total), -0.01)
+            )
+            for shape, weight in ranked
+        ]
         if end_weight:
             out.append(Candidate("", (math.log(end_weight / total),), ends_response=True))
         out.sort(key=lambda c: -sum(c.token_logprobs))
@@ -54,5 +58,7 @@ class FakeWorld:
 
     def relevance(self, image_ref: str, sentences: Sequence[str]) -> list[float]:
         """R_I: 31 for a present object, 19 for an absent one (a CLIP is never certain)."""
-        return [31.0 if any(s in sentence and s in self.present for s in SHAPES) else 19.0
-                for sentence in sentences]
+        return [
+            31.0 if any(s in sentence and s in self.present for s in SHAPES) else 19.0
+            for sentence in sentences
+        ]

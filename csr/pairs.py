@@ -23,15 +23,25 @@ class PromptOutcome:
     record: PreferenceRecord | None
 
 
-def generate_pairs(requests: Sequence[SearchRequest], expand: Expand, relevance: Relevance,
-                   config: CSRConfig, iteration: int, adapter_version: str) -> list[PromptOutcome]:
+def generate_pairs(
+    requests: Sequence[SearchRequest],
+    expand: Expand,
+    relevance: Relevance,
+    config: CSRConfig,
+    iteration: int,
+    adapter_version: str,
+) -> list[PromptOutcome]:
     """Search every request in lockstep, pick each one's pair and build its record."""
-    results = run_search(requests, expand, relevance, config.search, config.reward,
-                         config.selection)
+    results = run_search(
+        requests, expand, relevance, config.search, config.reward, config.selection
+    )
     outcomes = []
     for result in results:
         pair = select_pair(result.finished, config.selection.aggregation)
-        record = (build_record(result.request, pair, config, iteration, adapter_version)
-                  if isinstance(pair, PreferencePair) else None)
+        record = (
+            build_record(result.request, pair, config, iteration, adapter_version)
+            if isinstance(pair, PreferencePair)
+            else None
+        )
         outcomes.append(PromptOutcome(result, pair, record))
     return outcomes

@@ -70,7 +70,9 @@ class PreferenceRecord:
     @classmethod
     def from_dict(cls, data: Any) -> PreferenceRecord:
         if not isinstance(data, dict):
-            raise RecordError(f"a preference record must be a JSON object, got {type(data).__name__}")
+            raise RecordError(
+                f"a preference record must be a JSON object, got {type(data).__name__}"
+            )
         _check_version(data.get("schema_version", None))
         _check_keys(data, {f.name for f in fields(cls)}, "preference record")
         values = {name: _typed(data, name, kind) for name, kind in _RECORD_TYPES.items()}
@@ -88,13 +90,30 @@ class PreferenceRecord:
 
 
 _RECORD_TYPES: dict[str, type] = {
-    "schema_version": int, "pair_id": str, "prompt_id": str, "prompt": str, "image": str,
-    "chosen": str, "rejected": str, "iteration": int, "adapter_version": str, "lam": float,
-    "mode": str, "normalization": str, "aggregation": str, "self_score": str,
-    "chosen_reward": float, "rejected_reward": float,
+    "schema_version": int,
+    "pair_id": str,
+    "prompt_id": str,
+    "prompt": str,
+    "image": str,
+    "chosen": str,
+    "rejected": str,
+    "iteration": int,
+    "adapter_version": str,
+    "lam": float,
+    "mode": str,
+    "normalization": str,
+    "aggregation": str,
+    "self_score": str,
+    "chosen_reward": float,
+    "rejected_reward": float,
 }
-_SENTENCE_TYPES: dict[str, type] = {"text": str, "r_t": float, "r_i": float, "r": float,
-                                    "merit": float}
+_SENTENCE_TYPES: dict[str, type] = {
+    "text": str,
+    "r_t": float,
+    "r_i": float,
+    "r": float,
+    "merit": float,
+}
 
 
 def _check_version(version: Any) -> None:
@@ -104,7 +123,8 @@ def _check_version(version: Any) -> None:
         raise UnsupportedSchemaError(
             f"preference record schema_version {version!r} is not supported; this csr reads "
             f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}: upgrade csr, or re-generate the "
-            "pairs with this version")
+            "pairs with this version"
+        )
 
 
 def _check_keys(data: dict[str, Any], expected: set[str], what: str) -> None:
@@ -150,21 +170,36 @@ def _sentence_records(sentences: tuple[ScoredSentence, ...]) -> tuple[SentenceRe
     out = []
     for s in sentences:
         if s.r_i is None or s.r is None or s.merit is None:
-            raise RecordError(f"sentence {s.sentence!r} was never given R_I; finish the search first")
+            raise RecordError(
+                f"sentence {s.sentence!r} was never given R_I; finish the search first"
+            )
         out.append(SentenceRecord(s.sentence, s.r_t, s.r_i, s.r, s.merit))
     return tuple(out)
 
 
-def build_record(request: SearchRequest, pair: PreferencePair, config: CSRConfig,
-                 iteration: int, adapter_version: str) -> PreferenceRecord:
+def build_record(
+    request: SearchRequest,
+    pair: PreferencePair,
+    config: CSRConfig,
+    iteration: int,
+    adapter_version: str,
+) -> PreferenceRecord:
     """The record of one pair, stamped with the iteration and adapter that produced it."""
     return PreferenceRecord(
         pair_id=pair_id_for(request.prompt_id, iteration, adapter_version),
-        prompt_id=request.prompt_id, prompt=request.prompt, image=request.image_ref,
-        chosen=pair.chosen.text, rejected=pair.rejected.text, iteration=iteration,
-        adapter_version=adapter_version, lam=config.reward.lam, mode=config.search.mode,
-        normalization=config.reward.normalization, aggregation=config.selection.aggregation,
-        self_score=config.reward.self_score, chosen_reward=pair.chosen_reward,
+        prompt_id=request.prompt_id,
+        prompt=request.prompt,
+        image=request.image_ref,
+        chosen=pair.chosen.text,
+        rejected=pair.rejected.text,
+        iteration=iteration,
+        adapter_version=adapter_version,
+        lam=config.reward.lam,
+        mode=config.search.mode,
+        normalization=config.reward.normalization,
+        aggregation=config.selection.aggregation,
+        self_score=config.reward.self_score,
+        chosen_reward=pair.chosen_reward,
         rejected_reward=pair.rejected_reward,
         chosen_sentences=_sentence_records(pair.chosen.sentences),
         rejected_sentences=_sentence_records(pair.rejected.sentences),

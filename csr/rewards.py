@@ -92,7 +92,9 @@ def sibling_ranks(values: Sequence[float]) -> list[float]:
     return ranks
 
 
-def sentence_merits(r_t: Sequence[float], r_i: Sequence[float], config: RewardConfig) -> list[float]:
+def sentence_merits(
+    r_t: Sequence[float], r_i: Sequence[float], config: RewardConfig
+) -> list[float]:
     """The merit (higher is better) of each sibling candidate, from its R_T and R_I.
 
     raw:  merit = R - lam * b = lam * (R_I - b) + (1 - lam) * R_T, b being

@@ -169,11 +169,13 @@ def _check_candidate(candidate: Any, where: str) -> None:
         if not isinstance(value, numbers.Real) or not math.isfinite(value) or value > 1e-6:
             raise ExpansionError(
                 f"{where} ({candidate.text!r}) has token log-prob {value!r}; "
-                "log-probs must be finite numbers <= 0 (pass log-softmax outputs, not logits)")
+                "log-probs must be finite numbers <= 0 (pass log-softmax outputs, not logits)"
+            )
 
 
-def fetch_relevance_many(relevance: Relevance,
-                         queries: Sequence[RelevanceQuery]) -> list[list[float]]:
+def fetch_relevance_many(
+    relevance: Relevance, queries: Sequence[RelevanceQuery]
+) -> list[list[float]]:
     """R_I for several images' sentences: one `relevance.many` call when it has one, else one
     `relevance` call per image with sentences; every answer is checked."""
     asked = [(ref, list(sentences)) for ref, sentences in queries if sentences]
@@ -183,12 +185,14 @@ def fetch_relevance_many(relevance: Relevance,
     elif many is not None:
         answers = list(many(asked))
         if len(answers) != len(asked):
-            raise RelevanceError(f"relevance.many returned {len(answers)} answers for "
-                                 f"{len(asked)} queries")
+            raise RelevanceError(
+                f"relevance.many returned {len(answers)} answers for {len(asked)} queries"
+            )
     else:
         answers = [relevance(ref, sentences) for ref, sentences in asked]
-    checked = iter([_checked(ref, sentences, scores)
-                    for (ref, sentences), scores in zip(asked, answers)])
+    checked = iter(
+        [_checked(ref, sentences, scores) for (ref, sentences), scores in zip(asked, answers)]
+    )
     return [next(checked) if sentences else [] for _, sentences in queries]
 
 
@@ -197,27 +201,35 @@ def _checked(image_ref: str, sentences: list[str], scores: Sequence[Any]) -> lis
     if len(scores) != len(sentences):
         raise RelevanceError(
             f"relevance returned {len(scores)} scores for {len(sentences)} sentences of "
-            f"image {image_ref!r}")
+            f"image {image_ref!r}"
+        )
     for sentence, value in zip(sentences, scores):
         if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
             raise RelevanceError(
                 f"relevance of {sentence!r} is {value!r}; R_I must be a finite number >= 0 "
-                "(apply csr.rewards.relevance_score to a cosine)")
+                "(apply csr.rewards.relevance_score to a cosine)"
+            )
     return [float(v) for v in scores]
 
 
 class _PromptSearch:
     """The search state of one prompt: live prefixes, finished paths, sibling groups."""
 
-    def __init__(self, request: SearchRequest, search: SearchConfig, reward: RewardConfig,
-                 selection: SelectionConfig) -> None:
+    def __init__(
+        self,
+        request: SearchRequest,
+        search: SearchConfig,
+        reward: RewardConfig,
+        selection: SelectionConfig,
+    ) -> None:
         self.request, self.search, self.reward, self.selection = request, search, reward, selection
         self.live: list[Prefix] = [Prefix(request, ())]
         self.finished: list[FinishedPath] = []
         self.groups: list[list[tuple[str, float]]] = []  # group -> [(sentence, R_T)]
         # The scored end of a response (RewardConfig.end_relevance) is the sentence "".
         self.relevance_memo: dict[str, float] = (
-            {} if reward.end_relevance is None else {"": reward.end_relevance})
+            {} if reward.end_relevance is None else {"": reward.end_relevance}
+        )
         self.kept_per_step: list[tuple[str, ...]] = []
         self.expansions = 0
         self._pending: list[tuple[Prefix, list[Candidate]]] = []
@@ -226,8 +238,9 @@ class _PromptSearch:
         """First half of a step: drop empty and duplicate candidates, finish prefixes that
         end; returns the sentences that still need R_I (paper mode) for `advance`."""
         self.expansions += len(expanded)
-        self._pending = [(prefix, self._clean(prefix, candidates))
-                         for prefix, candidates in expanded]
+        self._pending = [
+            (prefix, self._clean(prefix, candidates)) for prefix, candidates in expanded
+        ]
         if self.search.mode != "paper":
             return []
         sentences = (c.text.strip() for _, kept in self._pending for c in kept)
@@ -265,8 +278,10 @@ class _PromptSearch:
             return kept  # a response needs a sentence before it can end
         if end is not None and self.reward.end_relevance is not None:
             if not end.token_logprobs:
-                raise ExpansionError(f"the end-of-response candidate of {prefix.text!r} has no "
-                                     "token log-probs; end_relevance scores the end token's R_T")
+                raise ExpansionError(
+                    f"the end-of-response candidate of {prefix.text!r} has no "
+                    "token log-probs; end_relevance scores the end token's R_T"
+                )
             return kept + [Candidate("", end.token_logprobs, ends_response=True)]
         if end is not None or not kept:
             reason = "end_of_response" if end is not None else "no_continuation"
@@ -283,8 +298,10 @@ class _PromptSearch:
             r = [calibrated_reward(ri, rt, self.reward.lam) for rt, ri in zip(r_t, r_i)]
         else:
             r_i = r = merits = [None] * len(kept)
-        return [ScoredSentence(c.text, r_t[i], r_i[i], r[i], merits[i],
-                               len(c.token_logprobs), group, i) for i, c in enumerate(kept)]
+        return [
+            ScoredSentence(c.text, r_t[i], r_i[i], r[i], merits[i], len(c.token_logprobs), group, i)
+            for i, c in enumerate(kept)
+        ]
 
     def _finish_reason(self, candidate: Candidate, path: tuple[ScoredSentence, ...]) -> str | None:
         if candidate.ends_response:
@@ -310,7 +327,7 @@ class _PromptSearch:
             return children
         values = [self.guidance(child) for child in children]
         order = sorted(range(len(children)), key=lambda i: -values[i])  # stable: ties by arrival
-        chosen = order[:top] + (order[len(order) - bottom:] if bottom else [])
+        chosen = order[:top] + (order[len(order) - bottom :] if bottom else [])
         return [children[i] for i in chosen]
 
     def unscored_finished(self) -> list[str]:
@@ -328,22 +345,38 @@ class _PromptSearch:
             r_t = [value for _, value in self.groups[g]]
             r_i = [self.relevance_memo[text] for text, _ in self.groups[g]]
             merits[g] = sentence_merits(r_t, r_i, self.reward)
-        self.finished = [FinishedPath(tuple(self._with_merit(s, merits) for s in path.sentences),
-                                      path.finish_reason) for path in self.finished]
+        self.finished = [
+            FinishedPath(
+                tuple(self._with_merit(s, merits) for s in path.sentences), path.finish_reason
+            )
+            for path in self.finished
+        ]
 
-    def _with_merit(self, sentence: ScoredSentence, merits: dict[int, list[float]]) -> ScoredSentence:
+    def _with_merit(
+        self, sentence: ScoredSentence, merits: dict[int, list[float]]
+    ) -> ScoredSentence:
         r_i = self.relevance_memo[sentence.sentence]
-        return replace(sentence, r_i=r_i, r=calibrated_reward(r_i, sentence.r_t, self.reward.lam),
-                       merit=merits[sentence.group][sentence.index])
+        return replace(
+            sentence,
+            r_i=r_i,
+            r=calibrated_reward(r_i, sentence.r_t, self.reward.lam),
+            merit=merits[sentence.group][sentence.index],
+        )
 
     def result(self) -> SearchResult:
-        return SearchResult(self.request, tuple(self.finished), tuple(self.kept_per_step),
-                            self.expansions)
+        return SearchResult(
+            self.request, tuple(self.finished), tuple(self.kept_per_step), self.expansions
+        )
 
 
-def run_search(requests: Sequence[SearchRequest], expand: Expand, relevance: Relevance,
-               search: SearchConfig, reward: RewardConfig,
-               selection: SelectionConfig) -> list[SearchResult]:
+def run_search(
+    requests: Sequence[SearchRequest],
+    expand: Expand,
+    relevance: Relevance,
+    search: SearchConfig,
+    reward: RewardConfig,
+    selection: SelectionConfig,
+) -> list[SearchResult]:
     """Search every request to the end: per step, one `expand` call for all live prefixes
     and one round of relevance for all prompts' new sentences."""
     states = [_PromptSearch(request, search, reward, selection) for request in requests]
@@ -355,10 +388,11 @@ def run_search(requests: Sequence[SearchRequest], expand: Expand, relevance: Rel
         expansions = list(expand(prefixes))
         if len(expansions) != len(prefixes):
             raise ExpansionError(
-                f"expand returned {len(expansions)} candidate lists for {len(prefixes)} prefixes")
+                f"expand returned {len(expansions)} candidate lists for {len(prefixes)} prefixes"
+            )
         cursor, needed = 0, []
         for state in active:
-            own = list(zip(state.live, expansions[cursor:cursor + len(state.live)]))
+            own = list(zip(state.live, expansions[cursor : cursor + len(state.live)]))
             cursor += len(state.live)
             for prefix, candidates in own:
                 for c, candidate in enumerate(candidates):
@@ -373,8 +407,9 @@ def run_search(requests: Sequence[SearchRequest], expand: Expand, relevance: Rel
     return [state.result() for state in states]
 
 
-def _score_all(relevance: Relevance, states: Sequence[_PromptSearch],
-               needed: Sequence[list[str]]) -> list[list[tuple[str, float]]]:
+def _score_all(
+    relevance: Relevance, states: Sequence[_PromptSearch], needed: Sequence[list[str]]
+) -> list[list[tuple[str, float]]]:
     queries = [(state.request.image_ref, sentences) for state, sentences in zip(states, needed)]
     answers = fetch_relevance_many(relevance, queries)
     return [list(zip(sentences, scores)) for sentences, scores in zip(needed, answers)]

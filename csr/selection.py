@@ -55,8 +55,7 @@ def select_pair(paths: Sequence[FinishedPath], aggregation: str) -> PreferencePa
     rewards = [path.reward(aggregation) for path in distinct]
     best, worst = max(rewards), min(rewards)
     if best == worst:
-        return NoPair(TIED_REWARDS,
-                      f"all {len(distinct)} distinct responses have reward {best!r}")
+        return NoPair(TIED_REWARDS, f"all {len(distinct)} distinct responses have reward {best!r}")
     chosen = rewards.index(best)
     rejected = len(rewards) - 1 - rewards[::-1].index(worst)
     return PreferencePair(distinct[chosen], distinct[rejected], best, worst, len(distinct))

@@ -26,8 +26,10 @@ def version_number(version: str) -> int:
     try:
         number = int(version)
     except (TypeError, ValueError) as e:
-        raise VersionError(f"adapter version {version!r} is neither 'base' nor a whole "
-                           "number; the trainer publishes 1, 2, 3, ...") from e
+        raise VersionError(
+            f"adapter version {version!r} is neither 'base' nor a whole "
+            "number; the trainer publishes 1, 2, 3, ..."
+        ) from e
     if number < 1 or str(number) != version:
         raise VersionError(f"adapter version {version!r} must be 'base' or 1, 2, 3, ...")
     return number
@@ -43,7 +45,7 @@ class DPOExample:
     """One TRL vision preference example, before the prompt is put in the chat template."""
 
     prompt: str  # the user's prompt, without the image marker
-    image: str   # path under the image root
+    image: str  # path under the image root
     chosen: str
     rejected: str
 
@@ -51,8 +53,12 @@ class DPOExample:
 def dpo_example(record: PreferenceRecord, end_of_response: str) -> DPOExample:
     """The record as a DPO example; each response ends with the end-of-response token, so
     the update also teaches where a good answer stops (the search ended responses on it)."""
-    return DPOExample(record.prompt, record.image, f" {record.chosen.strip()}{end_of_response}",
-                      f" {record.rejected.strip()}{end_of_response}")
+    return DPOExample(
+        record.prompt,
+        record.image,
+        f" {record.chosen.strip()}{end_of_response}",
+        f" {record.rejected.strip()}{end_of_response}",
+    )
 
 
 def online_batches(waiting: int, schedule: ScheduleConfig) -> int:

@@ -22,8 +22,11 @@ from csr.pairs import PromptOutcome, generate_pairs
 from csr.search import FinishedPath, SearchRequest
 from csr.selection import NoPair
 
-app = typer.Typer(help="Calibrated Self-Rewarding (CSR) for vision-language models.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Calibrated Self-Rewarding (CSR) for vision-language models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 
 
@@ -47,7 +50,6 @@ def _add_service_commands() -> None:
     app.command("chair")(chair_command)
     app.command("pope")(pope_command)
     app.command("status")(status_command)
-
 
 
 def generate_command() -> None:
@@ -76,8 +78,9 @@ _add_service_commands()
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}",
-                                 param_hint=f"--{name}")
+        raise typer.BadParameter(
+            f"{value!r} is not one of {', '.join(choices)}", param_hint=f"--{name}"
+        )
     return value
 
 
@@ -89,8 +92,9 @@ def version() -> None:
 
 @app.command()
 def demo(
-    present: Annotated[str, typer.Option(help="Comma-separated objects in the fake scene.")]
-    = "circle,triangle",
+    present: Annotated[
+        str, typer.Option(help="Comma-separated objects in the fake scene.")
+    ] = "circle,triangle",
     mode: Annotated[str, typer.Option(help=f"Search mode: {', '.join(SEARCH_MODES)}.")] = "paper",
     lam: Annotated[float, typer.Option(help="Weight of R_I in R (Eq. 4).")] = 0.9,
     aggregation: Annotated[str, typer.Option(help="Path reward: sum or mean.")] = "mean",
@@ -103,38 +107,50 @@ def demo(
     objects = frozenset(o.strip() for o in present.split(",") if o.strip())
     unknown = sorted(objects - set(SHAPES))
     if unknown or not objects:
-        raise typer.BadParameter(f"{', '.join(unknown) or 'nothing'}: choose from "
-                                 f"{', '.join(SHAPES)}", param_hint="--present")
+        raise typer.BadParameter(
+            f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(SHAPES)}",
+            param_hint="--present",
+        )
     base = CSRConfig()
     try:
         config = replace(
             base,
             search=replace(base.search, mode=_check_choice("mode", mode, SEARCH_MODES)),
-            reward=replace(base.reward, lam=lam,
-                           normalization=_check_choice("normalization", normalization,
-                                                       NORMALIZATIONS),
-                           self_score=_check_choice("self-score", self_score, SELF_SCORES)),
-            selection=replace(base.selection,
-                              aggregation=_check_choice("aggregation", aggregation,
-                                                        AGGREGATIONS)))
+            reward=replace(
+                base.reward,
+                lam=lam,
+                normalization=_check_choice("normalization", normalization, NORMALIZATIONS),
+                self_score=_check_choice("self-score", self_score, SELF_SCORES),
+            ),
+            selection=replace(
+                base.selection, aggregation=_check_choice("aggregation", aggregation, AGGREGATIONS)
+            ),
+        )
     except CSRError as e:
         raise typer.BadParameter(str(e)) from e
     world = FakeWorld(objects)
     request = SearchRequest("demo-0", "Describe the image.", "fake-scene")
-    [outcome] = generate_pairs([request], world.expand, world.relevance, config,
-                               iteration=1, adapter_version="base")
+    [outcome] = generate_pairs(
+        [request], world.expand, world.relevance, config, iteration=1, adapter_version="base"
+    )
     _render_demo(outcome, objects, config)
 
 
 def _render_demo(outcome: PromptOutcome, objects: frozenset[str], config: CSRConfig) -> None:
-    console.print(f"[bold]Scene[/bold]: {', '.join(sorted(objects))}  (the fake captioner's "
-                  "prior adds square after circle, cross after triangle)")
-    console.print(f"[bold]Settings[/bold]: mode={config.search.mode} lam={config.reward.lam} "
-                  f"R_T={config.reward.self_score} normalization={config.reward.normalization} "
-                  f"aggregation={config.selection.aggregation}")
+    console.print(
+        f"[bold]Scene[/bold]: {', '.join(sorted(objects))}  (the fake captioner's "
+        "prior adds square after circle, cross after triangle)"
+    )
+    console.print(
+        f"[bold]Settings[/bold]: mode={config.search.mode} lam={config.reward.lam} "
+        f"R_T={config.reward.self_score} normalization={config.reward.normalization} "
+        f"aggregation={config.selection.aggregation}"
+    )
     for step, kept in enumerate(outcome.search.kept_per_step, start=1):
-        console.print(f"step {step}: kept {len(kept)} prefixes: "
-                      + (" | ".join(repr(k) for k in kept) or "none"))
+        console.print(
+            f"step {step}: kept {len(kept)} prefixes: "
+            + (" | ".join(repr(k) for k in kept) or "none")
+        )
     table = Table(title="Finished responses")
     for column in ("response", "per-sentence R_T / R_I / R", "path reward", "role"):
         table.add_column(column)
@@ -143,19 +159,29 @@ def _render_demo(outcome: PromptOutcome, objects: frozenset[str], config: CSRCon
         role = ""
         if not isinstance(pair, NoPair):
             role = "chosen" if path is pair.chosen else "rejected" if path is pair.rejected else ""
-        table.add_row(path.text, _sentence_scores(path),
-                      f"{path.reward(config.selection.aggregation):.3f}", role)
+        table.add_row(
+            path.text,
+            _sentence_scores(path),
+            f"{path.reward(config.selection.aggregation):.3f}",
+            role,
+        )
     console.print(table)
     if isinstance(pair, NoPair):
         console.print(f"No pair: {pair.reason} ({pair.detail})")
         return
-    console.print(f"[green]chosen[/green] ({config.selection.aggregation} reward "
-                  f"{pair.chosen_reward:.3f}, the highest): {pair.chosen.text}")
-    console.print(f"[red]rejected[/red] ({config.selection.aggregation} reward "
-                  f"{pair.rejected_reward:.3f}, the lowest): {pair.rejected.text}")
-    console.print("Why: R_I (weight lam) scores each sentence against the image, so sentences "
-                  "about absent objects pull a path's reward down even when the captioner's "
-                  "own R_T likes them.")
+    console.print(
+        f"[green]chosen[/green] ({config.selection.aggregation} reward "
+        f"{pair.chosen_reward:.3f}, the highest): {pair.chosen.text}"
+    )
+    console.print(
+        f"[red]rejected[/red] ({config.selection.aggregation} reward "
+        f"{pair.rejected_reward:.3f}, the lowest): {pair.rejected.text}"
+    )
+    console.print(
+        "Why: R_I (weight lam) scores each sentence against the image, so sentences "
+        "about absent objects pull a path's reward down even when the captioner's "
+        "own R_T likes them."
+    )
 
 
 def _sentence_scores(path: FinishedPath) -> str:

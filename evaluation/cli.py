@@ -15,11 +15,14 @@ import typer
 
 from csr.evaluation.chair_text import TextRules
 
-Model = Annotated[Path | None, typer.Option(help="VLM directory to write the answers with "
-                                                 "(instead of an answers file).")]
+Model = Annotated[
+    Path | None,
+    typer.Option(help="VLM directory to write the answers with (instead of an answers file)."),
+]
 Adapter = Annotated[Path | None, typer.Option(help="Adapter version directory for --model.")]
-Images = Annotated[Path | None, typer.Option(help="Directory of the images (with --model), "
-                                                  "e.g. COCO val2014.")]
+Images = Annotated[
+    Path | None, typer.Option(help="Directory of the images (with --model), e.g. COCO val2014.")
+]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the results here.")]
 
 
@@ -57,27 +60,47 @@ class _Answerer:
     def __call__(self, files: list[str], prompts: list[str], max_new_tokens: int) -> list[str]:
         from evaluation.generate import answers
 
-        return answers(self.vlm, self.processor, [self._image(f) for f in files], prompts,
-                       max_new_tokens=max_new_tokens, batch=8)
+        return answers(
+            self.vlm,
+            self.processor,
+            [self._image(f) for f in files],
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch=8,
+        )
 
 
 def chair_command(
     instances: Annotated[Path, typer.Option(help="COCO instances file (instances_val2014.json).")],
-    references: Annotated[Path | None, typer.Option(help="COCO captions file "
-                                                    "(captions_val2014.json): objects its "
-                                                    "captions name count as true too.")] = None,
-    captions: Annotated[Path | None, typer.Option(help="Generated captions (JSON list or "
-                                                  "JSONL of image_id, caption).")] = None,
-    model: Model = None, adapter: Adapter = None, images: Images = None,
+    references: Annotated[
+        Path | None,
+        typer.Option(
+            help="COCO captions file "
+            "(captions_val2014.json): objects its "
+            "captions name count as true too."
+        ),
+    ] = None,
+    captions: Annotated[
+        Path | None,
+        typer.Option(help="Generated captions (JSON list or JSONL of image_id, caption)."),
+    ] = None,
+    model: Model = None,
+    adapter: Adapter = None,
+    images: Images = None,
     count: Annotated[int, typer.Option(help="With --model: the first N images by id.")] = 500,
-    prompt: Annotated[str, typer.Option(help="With --model: the description prompt.")]
-    = "Please describe this image in detail.",
+    prompt: Annotated[
+        str, typer.Option(help="With --model: the description prompt.")
+    ] = "Please describe this image in detail.",
     max_new_tokens: Annotated[int, typer.Option(help="With --model: tokens per caption.")] = 512,
-    text_rules: Annotated[TextRules, typer.Option(
-        help="How captions are read: 'original' reproduces the original CHAIR code (Treebank "
-             "words, Pattern's singulars, the synonym list as published), so the numbers "
-             "compare with tables made with it; 'cleaned' splits hyphens and slashes, folds "
-             "plurals correctly and uses the cleaned synonym list.")] = TextRules.ORIGINAL,
+    text_rules: Annotated[
+        TextRules,
+        typer.Option(
+            help="How captions are read: 'original' reproduces the original CHAIR code (Treebank "
+            "words, Pattern's singulars, the synonym list as published), so the numbers "
+            "compare with tables made with it; 'cleaned' splits hyphens and slashes, folds "
+            "plurals correctly and uses the cleaned synonym list."
+        ),
+    ] = TextRules.ORIGINAL,
     json_out: JsonOut = None,
 ) -> None:
     """CHAIR_s, CHAIR_i and recall of captions on COCO, with the standard synonym list."""
@@ -89,43 +112,73 @@ def chair_command(
 
     try:
         if (captions is None) == (model is None):
-            raise EvalFileError("give either --captions (a file of generated captions) or "
-                                "--model (to write them now)")
+            raise EvalFileError(
+                "give either --captions (a file of generated captions) or "
+                "--model (to write them now)"
+            )
         if captions is not None:
             pairs = read_captions(captions)
         else:
             files = image_files(instances)
             ids = sorted(files)[:count]
-            texts = _Answerer(model, adapter, images)([files[i] for i in ids],
-                                                      [prompt] * len(ids), max_new_tokens)
+            texts = _Answerer(model, adapter, images)(
+                [files[i] for i in ids], [prompt] * len(ids), max_new_tokens
+            )
             pairs = list(zip(ids, texts))
         truth = load_truth(instances, references, {i for i, _ in pairs}, text_rules)
         result = coco_chair(pairs, truth, text_rules)
     except (EvalFileError, ValueError) as e:
         _fail(e)
     table = Table("captions", "CHAIR_s", "CHAIR_i", "recall", "words", "text rules")
-    table.add_row(str(result.captions), f"{result.chair_s:.3f}", f"{result.chair_i:.3f}",
-                  f"{result.recall:.3f}", f"{result.mean_words:.1f}", result.text_rules.value)
+    table.add_row(
+        str(result.captions),
+        f"{result.chair_s:.3f}",
+        f"{result.chair_i:.3f}",
+        f"{result.recall:.3f}",
+        f"{result.mean_words:.1f}",
+        result.text_rules.value,
+    )
     Console().print(table)
     if json_out is not None:
-        json_out.write_text(json.dumps({
-            "chair_s": result.chair_s, "chair_i": result.chair_i, "recall": result.recall,
-            "mean_words": result.mean_words, "captions": result.captions,
-            "text_rules": result.text_rules.value,
-            "hallucinated": [{"image_id": i, "objects": list(o)} for i, o in result.hallucinated],
-            "generated": [{"image_id": i, "caption": c} for i, c in pairs]}, indent=2))
+        json_out.write_text(
+            json.dumps(
+                {
+                    "chair_s": result.chair_s,
+                    "chair_i": result.chair_i,
+                    "recall": result.recall,
+                    "mean_words": result.mean_words,
+                    "captions": result.captions,
+                    "text_rules": result.text_rules.value,
+                    "hallucinated": [
+                        {"image_id": i, "objects": list(o)} for i, o in result.hallucinated
+                    ],
+                    "generated": [{"image_id": i, "caption": c} for i, c in pairs],
+                },
+                indent=2,
+            )
+        )
 
 
 def pope_command(
-    questions: Annotated[list[Path], typer.Option(help="POPE question file(s) (JSONL: "
-                                                  "question_id, image, text, label); repeat "
-                                                  "for random, popular, adversarial.")],
-    answers: Annotated[list[Path], typer.Option(help="Answer file(s) (JSONL: question_id, "
-                                                "text), one per question file.")] = [],  # noqa: B006
-    model: Model = None, adapter: Adapter = None, images: Images = None,
-    suffix: Annotated[str, typer.Option(help="With --model: appended to each question, as "
-                                        "LLaVA's evaluation does.")]
-    = " Answer the question using a single word or phrase.",
+    questions: Annotated[
+        list[Path],
+        typer.Option(
+            help="POPE question file(s) (JSONL: "
+            "question_id, image, text, label); repeat "
+            "for random, popular, adversarial."
+        ),
+    ],
+    answers: Annotated[
+        list[Path],
+        typer.Option(help="Answer file(s) (JSONL: question_id, text), one per question file."),
+    ] = [],  # noqa: B006
+    model: Model = None,
+    adapter: Adapter = None,
+    images: Images = None,
+    suffix: Annotated[
+        str,
+        typer.Option(help="With --model: appended to each question, as LLaVA's evaluation does."),
+    ] = " Answer the question using a single word or phrase.",
     json_out: JsonOut = None,
 ) -> None:
     """POPE accuracy, precision, recall, F1 and yes-ratio, LLaVA's yes/no parsing."""
@@ -158,8 +211,11 @@ def pope_command(
         _fail(e)
     table = Table("questions", "n", "accuracy", "precision", "recall", "F1", "yes-ratio")
     for name, r in results.items():
-        table.add_row(name, str(r["questions"]), *(f"{r[k]:.3f}" for k in (
-            "accuracy", "precision", "recall", "f1", "yes_ratio")))
+        table.add_row(
+            name,
+            str(r["questions"]),
+            *(f"{r[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")),
+        )
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=2))

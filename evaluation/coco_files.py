@@ -34,8 +34,10 @@ def _coco(path: Path):
     from pycocotools.coco import COCO
 
     if not path.is_file():
-        raise EvalFileError(f"{path}: no such annotation file (COCO's annotations_trainval2014 "
-                            "has instances_val2014.json and captions_val2014.json)")
+        raise EvalFileError(
+            f"{path}: no such annotation file (COCO's annotations_trainval2014 "
+            "has instances_val2014.json and captions_val2014.json)"
+        )
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             return COCO(str(path))
@@ -43,21 +45,25 @@ def _coco(path: Path):
         raise EvalFileError(f"{path} is not a COCO annotation file: {e}") from e
 
 
-def load_truth(instances: Path, captions: Path | None = None,
-               image_ids: Iterable[int] | None = None,
-               rules: TextRules = TextRules.ORIGINAL) -> dict[int, set[str]]:
+def load_truth(
+    instances: Path,
+    captions: Path | None = None,
+    image_ids: Iterable[int] | None = None,
+    rules: TextRules = TextRules.ORIGINAL,
+) -> dict[int, set[str]]:
     """image id -> true COCO categories, for `image_ids` (default: every image in instances);
     reference captions are read with `rules`."""
     coco = _coco(instances)
     wanted = sorted(coco.getImgIds() if image_ids is None else set(image_ids))
     unknown = [i for i in wanted if i not in coco.imgs]
     if unknown:
-        raise EvalFileError(f"{len(unknown)} captioned images are not in {instances} (first "
-                            f"ids {unknown[:5]}); give the instances file of their split "
-                            "(COCO val2014 for the paper's CHAIR)")
+        raise EvalFileError(
+            f"{len(unknown)} captioned images are not in {instances} (first "
+            f"ids {unknown[:5]}); give the instances file of their split "
+            "(COCO val2014 for the paper's CHAIR)"
+        )
     names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
-    categories = {i: [names[a["category_id"]] for a in coco.imgToAnns.get(i, [])]
-                  for i in wanted}
+    categories = {i: [names[a["category_id"]] for a in coco.imgToAnns.get(i, [])] for i in wanted}
     references: dict[int, list[str]] = {}
     if captions is not None:
         caps = _coco(captions)
@@ -79,8 +85,9 @@ def _rows(path: Path) -> list[dict]:
     try:
         rows = parse_json_rows(text)
     except json.JSONDecodeError as e:
-        raise EvalFileError(f"{path}: not JSON or JSONL ({e}); write one object per line, "
-                            "or a JSON list of objects") from e
+        raise EvalFileError(
+            f"{path}: not JSON or JSONL ({e}); write one object per line, or a JSON list of objects"
+        ) from e
     for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
             raise EvalFileError(f"{path}: entry {n} is {type(row).__name__}, not an object")
@@ -89,8 +96,10 @@ def _rows(path: Path) -> list[dict]:
 
 def _field(row: dict, key: str, path: Path, n: int, kind: type):
     if key not in row:
-        raise EvalFileError(f"{path}: entry {n} has no {key!r} (its keys: {sorted(row)}); "
-                            "name the key with the matching option")
+        raise EvalFileError(
+            f"{path}: entry {n} has no {key!r} (its keys: {sorted(row)}); "
+            "name the key with the matching option"
+        )
     value = row[key]
     if kind is int and isinstance(value, str) and value.isdigit():
         value = int(value)
@@ -99,13 +108,16 @@ def _field(row: dict, key: str, path: Path, n: int, kind: type):
     return value
 
 
-def read_captions(path: Path, id_key: str = "image_id",
-                  caption_key: str = "caption") -> list[tuple[int, str]]:
+def read_captions(
+    path: Path, id_key: str = "image_id", caption_key: str = "caption"
+) -> list[tuple[int, str]]:
     rows = _rows(path)
     if not rows:
         raise EvalFileError(f"{path} holds no captions")
-    return [(_field(r, id_key, path, n, int), _field(r, caption_key, path, n, str))
-            for n, r in enumerate(rows, start=1)]
+    return [
+        (_field(r, id_key, path, n, int), _field(r, caption_key, path, n, str))
+        for n, r in enumerate(rows, start=1)
+    ]
 
 
 @dataclass(frozen=True)
@@ -121,11 +133,17 @@ def read_pope_questions(path: Path) -> list[PopeQuestion]:
     for n, row in enumerate(_rows(path), start=1):
         label = _field(row, "label", path, n, str).strip().lower()
         if label not in ("yes", "no"):
-            raise EvalFileError(f"{path}: entry {n} has label {label!r}; POPE labels are "
-                                "'yes' or 'no'")
-        out.append(PopeQuestion(_field(row, "question_id", path, n, int),
-                                _field(row, "image", path, n, str),
-                                _field(row, "text", path, n, str), label == "yes"))
+            raise EvalFileError(
+                f"{path}: entry {n} has label {label!r}; POPE labels are 'yes' or 'no'"
+            )
+        out.append(
+            PopeQuestion(
+                _field(row, "question_id", path, n, int),
+                _field(row, "image", path, n, str),
+                _field(row, "text", path, n, str),
+                label == "yes",
+            )
+        )
     if not out:
         raise EvalFileError(f"{path} holds no questions")
     return out
@@ -136,8 +154,10 @@ def read_pope_answers(path: Path) -> dict[int, str]:
     for n, row in enumerate(_rows(path), start=1):
         question_id = _field(row, "question_id", path, n, int)
         if question_id in answers:
-            raise EvalFileError(f"{path}: entry {n} answers question {question_id} again; "
-                                "keep one answer per question")
+            raise EvalFileError(
+                f"{path}: entry {n} answers question {question_id} again; "
+                "keep one answer per question"
+            )
         answers[question_id] = _field(row, "text", path, n, str)
     return answers
 
@@ -146,10 +166,13 @@ def score_pope(questions: Sequence[PopeQuestion], answers: dict[int, str]) -> di
     """POPE metrics of answers (question id -> text) parsed as LLaVA's evaluation does."""
     missing = [q.question_id for q in questions if q.question_id not in answers]
     if missing:
-        raise EvalFileError(f"{len(missing)} questions have no answer (first ids "
-                            f"{missing[:5]}); answer every question of the file")
+        raise EvalFileError(
+            f"{len(missing)} questions have no answer (first ids "
+            f"{missing[:5]}); answer every question of the file"
+        )
     from dataclasses import asdict
 
-    result = pope_metrics([q.label for q in questions],
-                          [parse_yes_no(answers[q.question_id]) for q in questions])
+    result = pope_metrics(
+        [q.label for q in questions], [parse_yes_no(answers[q.question_id]) for q in questions]
+    )
     return asdict(result)

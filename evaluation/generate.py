@@ -25,15 +25,23 @@ def load_model(model_dir: str | Path, adapter: str | Path | None = None):
 
 
 @torch.inference_mode()
-def answers(model, processor, images, prompts, max_new_tokens: int = 48,
-            batch: int = 50) -> list[str]:
+def answers(
+    model, processor, images, prompts, max_new_tokens: int = 48, batch: int = 50
+) -> list[str]:
     """Greedy answers, batch by batch (prompts left-padded)."""
     out = []
     for start in range(0, len(images), batch):
-        texts = [chat_prompt(processor, p) for p in prompts[start:start + batch]]
-        inputs = processor(images=images[start:start + batch], text=texts, return_tensors="pt",
-                           padding=True, padding_side="left", add_special_tokens=False)
+        texts = [chat_prompt(processor, p) for p in prompts[start : start + batch]]
+        inputs = processor(
+            images=images[start : start + batch],
+            text=texts,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+        )
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        out += processor.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:],
-                                                skip_special_tokens=True)
+        out += processor.tokenizer.batch_decode(
+            generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
     return [a.strip() for a in out]

@@ -24,8 +24,9 @@ def read_cases(path: Path) -> list[dict]:
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"cannot read {path}: {e}; give a JSONL file of image_id, objects, "
-                         "caption") from e
+        raise SystemExit(
+            f"cannot read {path}: {e}; give a JSONL file of image_id, objects, caption"
+        ) from e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             result = coco_chair(captions, truth, rules)
             scores = f"{result.chair_s:>8.3f} {result.chair_i:>8.3f} {result.recall:>8.3f}"
         print(f"{rules.value:<10} {scores} {mentions:>9}")
-    differ = [(i, text, coco_mentions(text, TextRules.ORIGINAL),
-               coco_mentions(text, TextRules.CLEANED)) for i, text in captions
-              if coco_mentions(text, TextRules.ORIGINAL) != coco_mentions(text, TextRules.CLEANED)]
+    differ = [
+        (i, text, coco_mentions(text, TextRules.ORIGINAL), coco_mentions(text, TextRules.CLEANED))
+        for i, text in captions
+        if coco_mentions(text, TextRules.ORIGINAL) != coco_mentions(text, TextRules.CLEANED)
+    ]
     print(f"captions read differently: {len(differ)} of {len(cases)}")
     for image_id, text, original, cleaned in differ if args.show else ():
         print(f"  {image_id}: {text}\n     original {original}\n     cleaned  {cleaned}")

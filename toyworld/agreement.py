@@ -41,8 +41,14 @@ class AgreementReport:
     agreements: dict[tuple[str, str], PairAgreement | None]  # None: no prompt in common
 
 
-def compare_variants(out: Path, seed: int, variants: list[str], plan: RunPlan,
-                     recipe=None, adapter: Path | None = None) -> AgreementReport:
+def compare_variants(
+    out: Path,
+    seed: int,
+    variants: list[str],
+    plan: RunPlan,
+    recipe=None,
+    adapter: Path | None = None,
+) -> AgreementReport:
     """The pairs under each variant, from the same model, CLIP and prompts: the base model
     (iteration 1), or the base with `adapter` (a run's adapter version: the iteration after
     it). `recipe`: the toy world's models, ToyWorldRecipe() unless given."""
@@ -50,16 +56,21 @@ def compare_variants(out: Path, seed: int, variants: list[str], plan: RunPlan,
 
     recipe = recipe or ToyWorldRecipe()
     settings = {name: algorithm_settings(name, seed, plan) for name in dict.fromkeys(variants)}
-    models = build_toyworld(out / "models" / f"seed-{seed}", seed=seed, recipe=recipe,
-                            progress=False)
-    prompt_file = write_prompt_set(out / "prompts" / f"seed-{seed}", seed, plan.prompts,
-                                   recipe.world)
-    truths = {f"toy-{seed}-{i}": s.shapes for i, s in
-              enumerate(scenes(PROMPT_SEED_BASE + seed, plan.prompts, recipe.world))}
+    models = build_toyworld(
+        out / "models" / f"seed-{seed}", seed=seed, recipe=recipe, progress=False
+    )
+    prompt_file = write_prompt_set(
+        out / "prompts" / f"seed-{seed}", seed, plan.prompts, recipe.world
+    )
+    truths = {
+        f"toy-{seed}-{i}": s.shapes
+        for i, s in enumerate(scenes(PROMPT_SEED_BASE + seed, plan.prompts, recipe.world))
+    }
     searcher = _Searcher(models.vlm, adapter, models.clip, prompt_file, plan.generator_batch)
     found = [_summarise(name, searcher.pairs(data), truths) for name, data in settings.items()]
-    agreements = {(a.variant, b.variant): _agreement(a, b)
-                  for a, b in itertools.combinations(found, 2)}
+    agreements = {
+        (a.variant, b.variant): _agreement(a, b) for a, b in itertools.combinations(found, 2)
+    }
     return AgreementReport(seed, adapter, found, agreements)
 
 
@@ -75,17 +86,19 @@ def _summarise(variant: str, pairs: dict[str, Pair | None], truths: dict) -> Var
     if not made:
         return VariantPairs(variant, pairs, None, None)
     truth = [truths[key] for key in made]
-    return VariantPairs(variant, pairs,
-                        chair([pairs[k][0] for k in made], truth, VOCABULARY),
-                        chair([pairs[k][1] for k in made], truth, VOCABULARY))
+    return VariantPairs(
+        variant,
+        pairs,
+        chair([pairs[k][0] for k in made], truth, VOCABULARY),
+        chair([pairs[k][1] for k in made], truth, VOCABULARY),
+    )
 
 
 class _Searcher:
     """The VLM (with an adapter, if given) and the toy CLIP, loaded once; one search of the
     prompt set per call."""
 
-    def __init__(self, vlm: Path, adapter: Path | None, clip: Path, prompt_file: Path,
-                 batch: int):
+    def __init__(self, vlm: Path, adapter: Path | None, clip: Path, prompt_file: Path, batch: int):
         from PIL import Image
 
         from evaluation.generate import load_model
@@ -123,11 +136,15 @@ class _Searcher:
         engine = VLMEngine(self.model, self.processor, config.search)
         found: dict[str, Pair | None] = {}
         for start in range(0, len(self.items), self.batch):
-            requests = [SearchRequest(item.prompt_id, item.prompt, item.image)
-                        for item in self.items[start:start + self.batch]]
-            for outcome in search_prompts(requests, engine, self.relevance, config,
-                                          self.images.__getitem__, 1, "base"):
+            requests = [
+                SearchRequest(item.prompt_id, item.prompt, item.image)
+                for item in self.items[start : start + self.batch]
+            ]
+            for outcome in search_prompts(
+                requests, engine, self.relevance, config, self.images.__getitem__, 1, "base"
+            ):
                 pair = outcome.pair
                 found[outcome.search.request.prompt_id] = (
-                    None if isinstance(pair, NoPair) else (pair.chosen.text, pair.rejected.text))
+                    None if isinstance(pair, NoPair) else (pair.chosen.text, pair.rejected.text)
+                )
         return found

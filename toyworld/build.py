@@ -58,9 +58,13 @@ def load_cached(directory: Path, seed: int, recipe: ToyWorldRecipe) -> ToyWorldM
     return ToyWorldModels(directory / "clip", directory / "vlm", record)
 
 
-def build_toyworld(directory: str | Path, seed: int = 0,
-                   recipe: ToyWorldRecipe = ToyWorldRecipe(), progress: bool = True,
-                   force: bool = False) -> ToyWorldModels:
+def build_toyworld(
+    directory: str | Path,
+    seed: int = 0,
+    recipe: ToyWorldRecipe = ToyWorldRecipe(),
+    progress: bool = True,
+    force: bool = False,
+) -> ToyWorldModels:
     """The toy world's models in `directory`, trained now unless a matching build is there."""
     directory = Path(directory)
     cached = None if force else load_cached(directory, seed, recipe)
@@ -69,15 +73,18 @@ def build_toyworld(directory: str | Path, seed: int = 0,
         return cached
     with _bars(progress, recipe) as (clip_bar, vlm_bar):
         clip = train_clip(clip_tokenizer(), seed, recipe.clip, recipe.world, clip_bar)
-        vlm, processor = train_vlm(vlm_tokenizer(), clip, seed, recipe.vlm, recipe.world,
-                                   vlm_bar)
+        vlm, processor = train_vlm(vlm_tokenizer(), clip, seed, recipe.vlm, recipe.world, vlm_bar)
     shutil.rmtree(directory / "clip", ignore_errors=True)
     shutil.rmtree(directory / "vlm", ignore_errors=True)
     _save_clip(clip, directory / "clip", recipe.world)
     vlm.save_pretrained(directory / "vlm")
     processor.save_pretrained(directory / "vlm")
-    record = {**_wanted(seed, recipe), "sha256": {
-        part: sha256_file(directory / part / "model.safetensors") for part in ("clip", "vlm")}}
+    record = {
+        **_wanted(seed, recipe),
+        "sha256": {
+            part: sha256_file(directory / part / "model.safetensors") for part in ("clip", "vlm")
+        },
+    }
     (directory / RECORD).write_text(json.dumps(record, indent=2))
     return ToyWorldModels(directory / "clip", directory / "vlm", record)
 
@@ -88,8 +95,9 @@ def _save_clip(model, directory: Path, world: WorldConfig) -> None:
     model.save_pretrained(directory)
     clip_tokenizer().save_pretrained(directory)
     size = world.image_size
-    CLIPImageProcessor(size={"shortest_edge": size},
-                       crop_size={"height": size, "width": size}).save_pretrained(directory)
+    CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    ).save_pretrained(directory)
 
 
 @contextlib.contextmanager
@@ -101,8 +109,9 @@ def _bars(enabled: bool, recipe: ToyWorldRecipe):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     vlm_steps = recipe.vlm.epochs * -(-recipe.vlm.captions // recipe.vlm.batch)
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn()) as bars:
+    with Progress(
+        "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as bars:
         clip = bars.add_task("toy CLIP", total=recipe.clip.steps)
         vlm = bars.add_task("toy VLM ", total=vlm_steps)
         yield (lambda n: bars.advance(clip, n)), (lambda n: bars.advance(vlm, n))

@@ -8,17 +8,20 @@ from typing import Annotated
 
 import typer
 
-toyworld_app = typer.Typer(help="The toy world: synthetic scenes and the models CSR improves.",
-                           no_args_is_help=True)
+toyworld_app = typer.Typer(
+    help="The toy world: synthetic scenes and the models CSR improves.", no_args_is_help=True
+)
 
 
 @toyworld_app.command("build")
 def build_command(
-    out: Annotated[Path, typer.Option(help="Model directory (clip/, vlm/, toyworld.json).")]
-    = Path("models/toyworld"),
+    out: Annotated[Path, typer.Option(help="Model directory (clip/, vlm/, toyworld.json).")] = Path(
+        "models/toyworld"
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the scenes and both trainings.")] = 0,
-    force: Annotated[bool, typer.Option(help="Train again even if a current build is there.")]
-    = False,
+    force: Annotated[
+        bool, typer.Option(help="Train again even if a current build is there.")
+    ] = False,
 ) -> None:
     """Train the toy CLIP and VLM (2 to 3 minutes on 2 CPU cores), or reuse a current build."""
     from toyworld.build import build_toyworld
@@ -30,12 +33,17 @@ def build_command(
 
 def eval_command(
     model: Annotated[Path, typer.Option(help="VLM directory (e.g. models/toyworld/vlm).")],
-    adapter: Annotated[list[Path], typer.Option(help="Adapter version directory; repeat to "
-                                                      "compare several.")] = [],  # noqa: B006
+    adapter: Annotated[
+        list[Path], typer.Option(help="Adapter version directory; repeat to compare several.")
+    ] = [],  # noqa: B006
     count: Annotated[int, typer.Option(help="Held-out scenes.")] = 200,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the metrics from the base "
-                                              "model through each adapter, in order.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a PNG of the metrics from the base model through each adapter, in order."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate the base model and each adapter on held-out toy-world scenes: CHAIR of greedy
     descriptions and POPE (random, popular, adversarial)."""
@@ -47,15 +55,28 @@ def eval_command(
     from toyworld.evaluate import evaluate
 
     results = [evaluate(model, None, count)] + [evaluate(model, a, count) for a in adapter]
-    table = Table("model", "CHAIR_s", "CHAIR_i", "recall", "sentences", "POPE acc (r/p/a)",
-                  "POPE F1 (adv)", "yes-ratio (adv)")
+    table = Table(
+        "model",
+        "CHAIR_s",
+        "CHAIR_i",
+        "recall",
+        "sentences",
+        "POPE acc (r/p/a)",
+        "POPE F1 (adv)",
+        "yes-ratio (adv)",
+    )
     for r in results:
         c, pope = r["chair"], r["pope"]
-        table.add_row(r["adapter"] or "base", f"{c['chair_s']:.3f}", f"{c['chair_i']:.3f}",
-                      f"{c['recall']:.3f}", f"{c['mean_sentences']:.2f}",
-                      "/".join(f"{pope[k]['accuracy']:.3f}" for k in pope),
-                      f"{pope['adversarial']['f1']:.3f}",
-                      f"{pope['adversarial']['yes_ratio']:.3f}")
+        table.add_row(
+            r["adapter"] or "base",
+            f"{c['chair_s']:.3f}",
+            f"{c['chair_i']:.3f}",
+            f"{c['recall']:.3f}",
+            f"{c['mean_sentences']:.2f}",
+            "/".join(f"{pope[k]['accuracy']:.3f}" for k in pope),
+            f"{pope['adversarial']['f1']:.3f}",
+            f"{pope['adversarial']['yes_ratio']:.3f}",
+        )
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=2))
@@ -67,20 +88,31 @@ def eval_command(
 
 @toyworld_app.command("run")
 def run_command(
-    out: Annotated[Path, typer.Option(help="Experiment directory (models, prompts, runs, "
-                                      "results).")] = Path("runs/toyworld"),
-    seed: Annotated[list[int], typer.Option(help="Seed of the models and of CSR; repeat for "
-                                            "several.")] = [0],  # noqa: B006
-    variant: Annotated[list[str], typer.Option(help="csr (the toy world's defaults), "
-                                               "lambda-0, lambda-1, sample, mean-logprob, "
-                                               "free-end, sum, sum-baseline, authors-code, "
-                                               "rank, rank-lambda-1; "
-                                               "repeat for several.")] = ["csr"],  # noqa: B006
+    out: Annotated[
+        Path, typer.Option(help="Experiment directory (models, prompts, runs, results).")
+    ] = Path("runs/toyworld"),
+    seed: Annotated[
+        list[int], typer.Option(help="Seed of the models and of CSR; repeat for several.")
+    ] = [0],  # noqa: B006
+    variant: Annotated[
+        list[str],
+        typer.Option(
+            help="csr (the toy world's defaults), "
+            "lambda-0, lambda-1, sample, mean-logprob, "
+            "free-end, sum, sum-baseline, authors-code, "
+            "rank, rank-lambda-1; "
+            "repeat for several."
+        ),
+    ] = ["csr"],  # noqa: B006
     iterations: Annotated[int, typer.Option(help="CSR iterations T.")] = 3,
     prompts: Annotated[int, typer.Option(help="Training prompts per iteration.")] = 300,
     eval_scenes: Annotated[int, typer.Option(help="Held-out scenes evaluated.")] = 200,
-    logs: Annotated[str, typer.Option(help="terminal: show csr up's combined log; file: "
-                                      "write it to each run's up.log.")] = "terminal",
+    logs: Annotated[
+        str,
+        typer.Option(
+            help="terminal: show csr up's combined log; file: write it to each run's up.log."
+        ),
+    ] = "terminal",
 ) -> None:
     """Run CSR on the toy world through `csr up` for each variant and seed, evaluate the base
     model and every iteration, and print the results table and the plot's path."""
@@ -99,15 +131,25 @@ def run_command(
 
 @toyworld_app.command("agreement")
 def agreement_command(
-    out: Annotated[Path, typer.Option(help="Experiment directory of `csr toyworld run` (its "
-                                      "models and prompts are reused).")] = Path("runs/toyworld"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Experiment directory of `csr toyworld run` (its models and prompts are reused)."
+        ),
+    ] = Path("runs/toyworld"),
     seed: Annotated[int, typer.Option(help="Seed of the models and prompts.")] = 0,
-    variant: Annotated[list[str], typer.Option(help="Variants to compare (at least two); "
-                                               "repeat.")] = ["csr", "lambda-1"],  # noqa: B006
+    variant: Annotated[
+        list[str], typer.Option(help="Variants to compare (at least two); repeat.")
+    ] = ["csr", "lambda-1"],  # noqa: B006
     prompts: Annotated[int, typer.Option(help="Training prompts searched.")] = 300,
-    adapter: Annotated[Path | None, typer.Option(help="Search from this adapter version (e.g. "
-                                                "a run's run/adapters/2) instead of the base "
-                                                "model.")] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(
+            help="Search from this adapter version (e.g. "
+            "a run's run/adapters/2) instead of the base "
+            "model."
+        ),
+    ] = None,
 ) -> None:
     """Search the training prompts under each variant, in process, from the base model or an
     adapter, and show how many preference pairs two variants have in common: an ablation
@@ -119,12 +161,15 @@ def agreement_command(
 
     plan = _checked_plan(variant, prompts=prompts)
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
-        raise typer.BadParameter(f"{adapter} holds no adapter_config.json; give an adapter "
-                                 "version directory, such as a run's run/adapters/1",
-                                 param_hint="--adapter")
+        raise typer.BadParameter(
+            f"{adapter} holds no adapter_config.json; give an adapter "
+            "version directory, such as a run's run/adapters/1",
+            param_hint="--adapter",
+        )
     if len(set(variant)) < 2:
-        raise typer.BadParameter(f"got {sorted(set(variant))}; name two variants or more",
-                                 param_hint="--variant")
+        raise typer.BadParameter(
+            f"got {sorted(set(variant))}; name two variants or more", param_hint="--variant"
+        )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         report = compare_variants(out.resolve(), seed, variant, plan, adapter=adapter)
@@ -138,23 +183,44 @@ def _agreement_tables(report, prompts: int):
     """Two rich tables: each variant's pairs, and the pairs two variants have in common."""
     from rich.table import Column, Table
 
-    found = Table(Column("variant", no_wrap=True), "pairs", "chosen CHAIR_s", "chosen recall",
-                  "rejected CHAIR_s", title=f"Pairs from {report.adapter or 'the base model'}"
-                                            f", seed {report.seed}, {prompts} prompts")
+    found = Table(
+        Column("variant", no_wrap=True),
+        "pairs",
+        "chosen CHAIR_s",
+        "chosen recall",
+        "rejected CHAIR_s",
+        title=f"Pairs from {report.adapter or 'the base model'}"
+        f", seed {report.seed}, {prompts} prompts",
+    )
     for v in report.variants:
         made = sum(p is not None for p in v.pairs.values())
-        figures = ([f"{v.chosen.chair_s:.3f}", f"{v.chosen.recall:.3f}",
-                    f"{v.rejected.chair_s:.3f}"] if v.chosen and v.rejected else ["-"] * 3)
+        figures = (
+            [f"{v.chosen.chair_s:.3f}", f"{v.chosen.recall:.3f}", f"{v.rejected.chair_s:.3f}"]
+            if v.chosen and v.rejected
+            else ["-"] * 3
+        )
         found.add_row(v.variant, f"{made}/{len(v.pairs)}", *figures)
-    same = Table(Column("variants", no_wrap=True), "prompts", "same chosen", "same rejected",
-                 "same pair", "pair in one only", title="Pairs in common")
+    same = Table(
+        Column("variants", no_wrap=True),
+        "prompts",
+        "same chosen",
+        "same rejected",
+        "same pair",
+        "pair in one only",
+        title="Pairs in common",
+    )
     for (a, b), agreement in report.agreements.items():
         if agreement is None:
             same.add_row(f"{a} / {b}", "0", "-", "-", "-", "-")
             continue
-        same.add_row(f"{a} / {b}", str(agreement.prompts), f"{agreement.chosen:.3f}",
-                     f"{agreement.rejected:.3f}", f"{agreement.pair:.3f}",
-                     str(agreement.only_one))
+        same.add_row(
+            f"{a} / {b}",
+            str(agreement.prompts),
+            f"{agreement.chosen:.3f}",
+            f"{agreement.rejected:.3f}",
+            f"{agreement.pair:.3f}",
+            str(agreement.only_one),
+        )
     return found, same
 
 

@@ -46,17 +46,33 @@ def pixels(images) -> torch.Tensor:
 def clip_config(vocab: int, recipe: ClipRecipe, world: WorldConfig, context: int = 32):
     from transformers import CLIPConfig
 
-    common = {"hidden_size": recipe.width, "intermediate_size": 2 * recipe.width,
-              "num_hidden_layers": recipe.layers, "num_attention_heads": recipe.heads}
+    common = {
+        "hidden_size": recipe.width,
+        "intermediate_size": 2 * recipe.width,
+        "num_hidden_layers": recipe.layers,
+        "num_attention_heads": recipe.heads,
+    }
     return CLIPConfig(
-        text_config={**common, "vocab_size": vocab, "max_position_embeddings": context,
-                     "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3},
+        text_config={
+            **common,
+            "vocab_size": vocab,
+            "max_position_embeddings": context,
+            "pad_token_id": 0,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+        },
         vision_config={**common, "image_size": world.image_size, "patch_size": recipe.patch},
-        projection_dim=recipe.width)
+        projection_dim=recipe.width,
+    )
 
 
-def train_clip(tokenizer, seed: int, recipe: ClipRecipe = ClipRecipe(),
-               world: WorldConfig = WorldConfig(), progress: Callable[[int], None] = lambda n: None):
+def train_clip(
+    tokenizer,
+    seed: int,
+    recipe: ClipRecipe = ClipRecipe(),
+    world: WorldConfig = WorldConfig(),
+    progress: Callable[[int], None] = lambda n: None,
+):
     """A trained CLIPModel; the same weights for the same seed and recipe."""
     from transformers import CLIPModel
 
@@ -64,19 +80,34 @@ def train_clip(tokenizer, seed: int, recipe: ClipRecipe = ClipRecipe(),
     model = CLIPModel(clip_config(len(tokenizer), recipe, world)).train()
     data = scenes(seed, recipe.images, world)
     images = pixels([render(s, world) for s in data])
-    present = torch.tensor([[shape in s.shapes for shape in SHAPES] for s in data],
-                           dtype=torch.float32)
+    present = torch.tensor(
+        [[shape in s.shapes for shape in SHAPES] for s in data], dtype=torch.float32
+    )
     shape_tokens = tokenizer([sentence(s) for s in SHAPES], padding=True, return_tensors="pt")
     bias = torch.nn.Parameter(torch.tensor(-5.0))  # SigLIP's learnable bias
     optimizer = torch.optim.AdamW([*model.parameters(), bias], lr=recipe.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=recipe.steps)
     rng = random.Random(seed)
-    for step in range(recipe.steps):
+    for _step in range(recipe.steps):
         rows = rng.sample(range(len(data)), recipe.batch)
-        junk = tokenizer(junk_texts(tokenizer, rng, recipe.junk_per_step), padding=True,
-                         return_tensors="pt") if recipe.junk_per_step else None
-        loss = _loss(model, images[rows], present[rows], [data[r] for r in rows], shape_tokens,
-                     tokenizer, bias, rng, junk)
+        junk = (
+            tokenizer(
+                junk_texts(tokenizer, rng, recipe.junk_per_step), padding=True, return_tensors="pt"
+            )
+            if recipe.junk_per_step
+            else None
+        )
+        loss = _loss(
+            model,
+            images[rows],
+            present[rows],
+            [data[r] for r in rows],
+            shape_tokens,
+            tokenizer,
+            bias,
+            rng,
+            junk,
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -115,17 +146,23 @@ def _loss(model, batch, present, batch_scenes, shape_tokens, tokenizer, bias, rn
     logits = scale * image @ text.T
     same = torch.tensor([[a == b for b in own] for a in own], dtype=torch.float32)
     targets = same / same.sum(dim=1, keepdim=True)  # a repeated sentence is a positive too
-    info_nce = (torch.nn.functional.cross_entropy(logits, targets)
-                + torch.nn.functional.cross_entropy(logits.T, targets.T)) / 2
+    info_nce = (
+        torch.nn.functional.cross_entropy(logits, targets)
+        + torch.nn.functional.cross_entropy(logits.T, targets.T)
+    ) / 2
     shapes = torch.nn.functional.normalize(_text_features(model, shape_tokens), dim=-1)
-    sig = torch.nn.functional.binary_cross_entropy_with_logits(scale * image @ shapes.T + bias,
-                                                               present)
+    sig = torch.nn.functional.binary_cross_entropy_with_logits(
+        scale * image @ shapes.T + bias, present
+    )
     if junk is None:
         return info_nce + sig
     nothing = torch.nn.functional.normalize(_text_features(model, junk), dim=-1)
     logits = scale * image @ nothing.T + bias
-    return info_nce + sig + torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, torch.zeros_like(logits))
+    return (
+        info_nce
+        + sig
+        + torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+    )
 
 
 def image_features(model, batch: torch.Tensor) -> torch.Tensor:
@@ -133,5 +170,8 @@ def image_features(model, batch: torch.Tensor) -> torch.Tensor:
 
 
 def _text_features(model, tokens) -> torch.Tensor:
-    return _pooled(model.get_text_features(input_ids=tokens["input_ids"],
-                                           attention_mask=tokens["attention_mask"]))
+    return _pooled(
+        model.get_text_features(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        )
+    )

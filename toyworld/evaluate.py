@@ -28,32 +28,49 @@ DESCRIBE = "Describe the image."
 
 def popularity(world: WorldConfig, seed: int = 0, count: int = 2000) -> list[str]:
     """Shapes by how often scenes hold them, most frequent first (POPE's popular negatives)."""
-    counts = {s: 0 for s in SHAPES}
+    counts = dict.fromkeys(SHAPES, 0)
     for scene in scenes(seed, count, world):
         for shape in scene.shapes:
             counts[shape] += 1
     return sorted(SHAPES, key=lambda s: -counts[s])
 
 
-def evaluate(model_dir: str | Path, adapter: str | Path | None = None, count: int = 200,
-             seed: int = HELD_OUT_SEED, world: WorldConfig = WorldConfig()) -> dict:
+def evaluate(
+    model_dir: str | Path,
+    adapter: str | Path | None = None,
+    count: int = 200,
+    seed: int = HELD_OUT_SEED,
+    world: WorldConfig = WorldConfig(),
+) -> dict:
     model, processor = load_model(model_dir, adapter)
     held_out = scenes(seed, count, world)
     images = [render(s, world) for s in held_out]
     captions = answers(model, processor, images, [DESCRIBE] * count)
-    result = {"model": str(model_dir), "adapter": str(adapter) if adapter else None,
-              "scenes": count, "chair": asdict(chair(captions, [s.shapes for s in held_out],
-                                                     VOCABULARY)),
-              "examples": captions[:5], "pope": {}}
+    result = {
+        "model": str(model_dir),
+        "adapter": str(adapter) if adapter else None,
+        "scenes": count,
+        "chair": asdict(chair(captions, [s.shapes for s in held_out], VOCABULARY)),
+        "examples": captions[:5],
+        "pope": {},
+    }
     co_occurring = {**{t: [p] for t, p in PAIRS.items()}, **{p: [t] for t, p in PAIRS.items()}}
     popular = popularity(world)
     for kind in NEGATIVE_KINDS:
         rng = random.Random(seed)
-        probes = [(i, obj, label) for i, s in enumerate(held_out)
-                  for obj, label in pope_questions(s.shapes, SHAPES, kind, rng, 2, popular,
-                                                   co_occurring)]
-        replies = answers(model, processor, [images[i] for i, _, _ in probes],
-                          [question(obj) for _, obj, _ in probes], max_new_tokens=8)
-        result["pope"][kind] = asdict(pope_metrics([label for _, _, label in probes],
-                                                   [parse_yes_no(r) for r in replies]))
+        probes = [
+            (i, obj, label)
+            for i, s in enumerate(held_out)
+            for obj, label in pope_questions(s.shapes, SHAPES, kind, rng, 2, popular, co_occurring)
+        ]
+        replies = answers(
+            model,
+            processor,
+            [images[i] for i, _, _ in probes],
+            [question(obj) for _, obj, _ in probes],
+            max_new_tokens=8,
+        )
+        result["pope"][kind] = asdict(
+            pope_metrics([label for _, _, label in probes], [parse_yes_no(r) for r in replies])
+        )
     return result

@@ -34,14 +34,16 @@ logger = logging.getLogger(__name__)
 FREE_END = {"end_relevance": None}
 VARIANTS: dict[str, dict] = {
     "csr": {},
-    "lambda-0": {"reward": {"lam": 0.0}},            # self-reward only
-    "lambda-1": {"reward": {"lam": 1.0}},            # image relevance only
-    "sample": {"search": {"expansion": "sample"}},   # sampled candidates, not group beams
+    "lambda-0": {"reward": {"lam": 0.0}},  # self-reward only
+    "lambda-1": {"reward": {"lam": 1.0}},  # image relevance only
+    "sample": {"search": {"expansion": "sample"}},  # sampled candidates, not group beams
     "mean-logprob": {"reward": {"self_score": "mean-logprob"}},  # length-normalised R_T
-    "free-end": {"reward": FREE_END},                # ending costs nothing (paper, released code)
+    "free-end": {"reward": FREE_END},  # ending costs nothing (paper, released code)
     "sum": {"selection": {"aggregation": "sum"}, "reward": FREE_END},  # the paper's wording
-    "sum-baseline": {"selection": {"aggregation": "sum"},
-                     "reward": {**FREE_END, "relevance_baseline": 40.0}},
+    "sum-baseline": {
+        "selection": {"aggregation": "sum"},
+        "reward": {**FREE_END, "relevance_baseline": 40.0},
+    },
     "authors-code": {"preset": "authors-code", "reward": FREE_END},  # released search, ranks
     # R_T and R_I as sibling ranks (the released code's scale) in the paper's search, so that
     # lambda weighs comparable numbers; with raw scores R_T (<= 1) barely moves R (0-100)
@@ -59,10 +61,17 @@ VARIANTS: dict[str, dict] = {
 # - DPO: learning rate 5e-4 with the cosine schedule (2e-3 collapsed the model; a constant
 #   5e-4 over three iterations made it drop periods and repeat itself); LoRA r16/alpha32 suits
 #   a 128-wide language model (the paper's 128/256 would out-size it); batch 8.
-TOY_ALGORITHM = {"search": {"max_sentences": 6, "min_words": 3},
-                 "reward": {"end_relevance": 35.0},
-                 "dpo": {"learning_rate": 5e-4, "lr_scheduler": "cosine", "lora_r": 16,
-                         "lora_alpha": 32, "batch_size": 8}}
+TOY_ALGORITHM = {
+    "search": {"max_sentences": 6, "min_words": 3},
+    "reward": {"end_relevance": 35.0},
+    "dpo": {
+        "learning_rate": 5e-4,
+        "lr_scheduler": "cosine",
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "batch_size": 8,
+    },
+}
 PROMPT_SEED_BASE = 20_000  # CSR's training scenes: apart from the models' and held-out seeds
 DESCRIBE = "Describe the image."
 
@@ -93,8 +102,7 @@ def variant_overrides(name: str) -> dict:
     try:
         return VARIANTS[name]
     except KeyError as e:
-        raise ExperimentError(f"unknown variant {name!r}; choose from "
-                              f"{', '.join(VARIANTS)}") from e
+        raise ExperimentError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}") from e
 
 
 def algorithm_settings(variant: str, seed: int, plan: RunPlan) -> dict:
@@ -115,8 +123,9 @@ def algorithm_settings(variant: str, seed: int, plan: RunPlan) -> dict:
     return data
 
 
-def write_prompt_set(directory: Path, seed: int, count: int,
-                     world: WorldConfig = WorldConfig()) -> Path:
+def write_prompt_set(
+    directory: Path, seed: int, count: int, world: WorldConfig = WorldConfig()
+) -> Path:
     """`count` training scenes as PNG files and prompts.json ({id, image, input}); the same
     files for the same seed, written once."""
     prompt_file = directory / "prompts.json"
@@ -133,17 +142,30 @@ def write_prompt_set(directory: Path, seed: int, count: int,
     return prompt_file
 
 
-def stack_settings(clip: Path, vlm: Path, prompt_file: Path, algorithm: Path, seed: int,
-                   plan: RunPlan) -> dict:
+def stack_settings(
+    clip: Path, vlm: Path, prompt_file: Path, algorithm: Path, seed: int, plan: RunPlan
+) -> dict:
     """The `csr up` file of a run (the reward worker serves the toy CLIP through the hf
     backend, as it would a real CLIP)."""
-    common = {"MODEL": str(vlm), "BASE_NAME": f"toyworld-{seed}",
-              "IMAGE_ROOT": str(prompt_file.parent / "images")}
-    return {"run_dir": "run", "algorithm": str(algorithm),
-            "reward": {"workers": 1, "settings": {"BACKEND": "hf", "MODEL": str(clip)}},
-            "generator": {"replicas": 1, "settings": {
-                **common, "PROMPT_SET": str(prompt_file), "BATCH_SIZE": plan.generator_batch}},
-            "trainer": {"settings": {**common, "TENSORBOARD": False}}}
+    common = {
+        "MODEL": str(vlm),
+        "BASE_NAME": f"toyworld-{seed}",
+        "IMAGE_ROOT": str(prompt_file.parent / "images"),
+    }
+    return {
+        "run_dir": "run",
+        "algorithm": str(algorithm),
+        "reward": {"workers": 1, "settings": {"BACKEND": "hf", "MODEL": str(clip)}},
+        "generator": {
+            "replicas": 1,
+            "settings": {
+                **common,
+                "PROMPT_SET": str(prompt_file),
+                "BATCH_SIZE": plan.generator_batch,
+            },
+        },
+        "trainer": {"settings": {**common, "TENSORBOARD": False}},
+    }
 
 
 @dataclass(frozen=True)
@@ -162,8 +184,13 @@ def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> R
     directory = out / variant / f"seed-{seed}"
     record = directory / "eval.json"
     models = build_toyworld(out / "models" / f"seed-{seed}", seed=seed)  # cached: a hash check
-    wanted = {"variant": variant, "seed": seed, "plan": asdict(plan),
-              "algorithm": algorithm_data, "models": models.record["sha256"]}
+    wanted = {
+        "variant": variant,
+        "seed": seed,
+        "plan": asdict(plan),
+        "algorithm": algorithm_data,
+        "models": models.record["sha256"],
+    }
     done = _read_json(record)
     if done and {k: done.get(k) for k in wanted} == wanted:
         console.print(f"{variant} seed {seed}: already evaluated ({record})")
@@ -171,8 +198,9 @@ def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> R
     _start_afresh_unless(directory, wanted)
     prompt_file = write_prompt_set(out / "prompts" / f"seed-{seed}", seed, plan.prompts)
     (directory / "algorithm.yaml").write_text(yaml.safe_dump(algorithm_data, sort_keys=False))
-    settings = stack_settings(models.clip, models.vlm, prompt_file,
-                              directory / "algorithm.yaml", seed, plan)
+    settings = stack_settings(
+        models.clip, models.vlm, prompt_file, directory / "algorithm.yaml", seed, plan
+    )
     (directory / "csr.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     adapters = run_stack(directory / "csr.yaml", plan.iterations, console)
     evaluations = [base_evaluation(out, seed, models, plan.eval_scenes)]
@@ -212,11 +240,15 @@ def run_stack(config_path: Path, iterations: int, console) -> list[Path]:
         if stack.stopping.is_set():  # Ctrl-C: stop the experiment, not just this run
             raise KeyboardInterrupt
         if code != 0:
-            raise ExperimentError(f"csr up on {config_path} exited with status {code}; its "
-                                  f"log is above (or in {config_path.parent / 'up.log'})")
+            raise ExperimentError(
+                f"csr up on {config_path} exited with status {code}; its "
+                f"log is above (or in {config_path.parent / 'up.log'})"
+            )
     if not _all_closed(store, iterations):
-        raise ExperimentError(f"csr up on {config_path} stopped before iteration "
-                              f"{iterations} closed; run the same command again to resume")
+        raise ExperimentError(
+            f"csr up on {config_path} stopped before iteration "
+            f"{iterations} closed; run the same command again to resume"
+        )
     return [store.path(store.version_of_iteration(t)) for t in range(1, iterations + 1)]
 
 
@@ -231,16 +263,16 @@ def base_evaluation(out: Path, seed: int, models, count: int) -> dict:
     if cached is not None and cached.get("models") == models.record["sha256"]:
         return cached["evaluation"]
     result = _evaluate(models.vlm, None, count)
-    path.write_text(json.dumps({"models": models.record["sha256"], "evaluation": result},
-                               indent=2))
+    path.write_text(json.dumps({"models": models.record["sha256"], "evaluation": result}, indent=2))
     return result
 
 
 def _evaluate(vlm: Path, adapter: Path | None, count: int) -> dict:
     from toyworld.evaluate import evaluate
 
-    logger.info("evaluating %s%s on %d held-out scenes", vlm,
-                f" + {adapter}" if adapter else "", count)
+    logger.info(
+        "evaluating %s%s on %d held-out scenes", vlm, f" + {adapter}" if adapter else "", count
+    )
     return evaluate(vlm, adapter, count)
 
 
@@ -251,8 +283,9 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _run_logged(out: Path, variant: str, seed: int, plan: RunPlan, terminal,
-                logs_to_file: bool) -> RunResult:
+def _run_logged(
+    out: Path, variant: str, seed: int, plan: RunPlan, terminal, logs_to_file: bool
+) -> RunResult:
     if not logs_to_file:
         return run_variant(out, variant, seed, plan, terminal)
     from rich.console import Console
@@ -263,8 +296,9 @@ def _run_logged(out: Path, variant: str, seed: int, plan: RunPlan, terminal,
         return run_variant(out, variant, seed, plan, Console(file=log, width=160))
 
 
-def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunPlan,
-                    logs_to_file: bool) -> dict:
+def run_experiments(
+    out: Path, seeds: list[int], variants: list[str], plan: RunPlan, logs_to_file: bool
+) -> dict:
     """Every variant on every seed, then the table (console and results.md), results.json
     and the plot across iterations; returns the runs by variant."""
     from rich.console import Console
@@ -289,13 +323,26 @@ def run_experiments(out: Path, seeds: list[int], variants: list[str], plan: RunP
     if not complete:
         raise ExperimentError(f"every run failed: {failed}")
     rows = table_rows(complete)
-    (out / "results.json").write_text(json.dumps(
-        {"plan": asdict(plan), "seeds": list(dict.fromkeys(seeds)), "runs": runs,
-         "failed": failed}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "plan": asdict(plan),
+                "seeds": list(dict.fromkeys(seeds)),
+                "runs": runs,
+                "failed": failed,
+            },
+            indent=2,
+        )
+    )
     (out / "results.md").write_text(markdown(rows, len(set(seeds)), failed))
     figure = plot(complete, out / "plots" / "metrics-by-iteration.png")
-    terminal.print(console_table(rows, f"Toy world, held-out scenes ({plan.eval_scenes}), "
-                                       f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}"))
+    terminal.print(
+        console_table(
+            rows,
+            f"Toy world, held-out scenes ({plan.eval_scenes}), "
+            f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}",
+        )
+    )
     terminal.print(f"results: {out / 'results.md'}, {out / 'results.json'}")
     terminal.print(f"plot:    {figure}")
     return runs

@@ -30,12 +30,13 @@ def markdown(rows, seeds: int, failed: Mapping[str, Mapping[int, str]] | None = 
     header = "| model | " + " | ".join(name for name, _ in METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
     for label, figures in rows:
-        lines.append(f"| {label} | " + " | ".join(str(figures[name]) for name, _ in METRICS)
-                     + " |")
+        lines.append(f"| {label} | " + " | ".join(str(figures[name]) for name, _ in METRICS) + " |")
     spread = f"mean ± sample std over {seeds} seeds" if seeds > 1 else "one seed"
-    notes = "".join(f"\n- {variant} did not finish (seed {seed}): {why}\n"
-                    for variant, seeds_failed in (failed or {}).items()
-                    for seed, why in seeds_failed.items())
+    notes = "".join(
+        f"\n- {variant} did not finish (seed {seed}): {why}\n"
+        for variant, seeds_failed in (failed or {}).items()
+        for seed, why in seeds_failed.items()
+    )
     return "\n".join(lines) + f"\n\n{spread}; POPE on adversarial negatives.\n" + notes
 
 
@@ -61,8 +62,14 @@ def plot(runs: Runs, path: Path) -> Path:
     for axis, (name, _) in zip(axes, shown):
         for variant, seeds in runs.items():
             points = [summarise(seeds, t)[name] for t in range(len(seeds[0]))]
-            axis.errorbar(range(len(points)), [p.mean for p in points],
-                          yerr=[p.std for p in points], marker="o", capsize=3, label=variant)
+            axis.errorbar(
+                range(len(points)),
+                [p.mean for p in points],
+                yerr=[p.std for p in points],
+                marker="o",
+                capsize=3,
+                label=variant,
+            )
         axis.set_title(name)
         axis.set_xlabel("CSR iteration (0 = base)")
         axis.set_xticks(range(len(next(iter(runs.values()))[0])))

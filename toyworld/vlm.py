@@ -41,12 +41,17 @@ def processor_for(tokenizer, clip_model, world: WorldConfig):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     size = world.image_size
-    image_processor = CLIPImageProcessor(size={"shortest_edge": size},
-                                         crop_size={"height": size, "width": size})
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                          patch_size=clip_model.config.vision_config.patch_size,
-                          vision_feature_select_strategy="full", num_additional_image_tokens=1,
-                          chat_template=CHAT_TEMPLATE)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=clip_model.config.vision_config.patch_size,
+        vision_feature_select_strategy="full",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def build_vlm(tokenizer, clip_model, recipe: VLMRecipe):
@@ -55,22 +60,36 @@ def build_vlm(tokenizer, clip_model, recipe: VLMRecipe):
 
     config = LlavaConfig(
         vision_config=clip_model.config.vision_config.to_dict(),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden,
-                                intermediate_size=2 * recipe.hidden,
-                                num_hidden_layers=recipe.layers,
-                                num_attention_heads=recipe.heads,
-                                num_key_value_heads=recipe.heads, max_position_embeddings=256,
-                                pad_token_id=0, bos_token_id=2, eos_token_id=3),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=recipe.hidden,
+            intermediate_size=2 * recipe.hidden,
+            num_hidden_layers=recipe.layers,
+            num_attention_heads=recipe.heads,
+            num_key_value_heads=recipe.heads,
+            max_position_embeddings=256,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="full", vision_feature_layer=-1)
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
     model = LlavaForConditionalGeneration(config)
     model.model.vision_tower.load_state_dict(clip_model.vision_model.state_dict())
     model.model.vision_tower.requires_grad_(False)
     return model
 
 
-def train_vlm(tokenizer, clip_model, seed: int, recipe: VLMRecipe = VLMRecipe(),
-              world: WorldConfig = WorldConfig(), progress: Callable[[int], None] = lambda n: None):
+def train_vlm(
+    tokenizer,
+    clip_model,
+    seed: int,
+    recipe: VLMRecipe = VLMRecipe(),
+    world: WorldConfig = WorldConfig(),
+    progress: Callable[[int], None] = lambda n: None,
+):
     """(trained model, processor); the same weights for the same seed and recipe."""
     torch.manual_seed(seed)
     model = build_vlm(tokenizer, clip_model, recipe).train()
@@ -86,7 +105,7 @@ def train_vlm(tokenizer, clip_model, seed: int, recipe: VLMRecipe = VLMRecipe(),
     for _ in range(recipe.epochs):
         rng.shuffle(examples)
         for start in range(0, len(examples), recipe.batch):
-            batch = answer_batch(processor, examples[start:start + recipe.batch], lengths)
+            batch = answer_batch(processor, examples[start : start + recipe.batch], lengths)
             loss = model(**batch).loss
             optimizer.zero_grad()
             loss.backward()
@@ -117,13 +136,21 @@ def answer_batch(processor, examples, lengths: dict[str, int]) -> dict:
     eos = processor.tokenizer.eos_token
     prompts = [chat_prompt(processor, prompt) for _, prompt, _ in examples]
     texts = [f"{p} {answer}{eos}" for p, (_, _, answer) in zip(prompts, examples)]
-    batch = processor(images=[image for image, _, _ in examples], text=texts,
-                      return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = processor(
+        images=[image for image, _, _ in examples],
+        text=texts,
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    )
     labels = batch["input_ids"].clone()
     for row, prompt in enumerate(prompts):
         if prompt not in lengths:
-            lengths[prompt] = len(processor(images=examples[row][0], text=prompt,
-                                            add_special_tokens=False)["input_ids"][0])
-        labels[row, :lengths[prompt]] = -100
+            lengths[prompt] = len(
+                processor(images=examples[row][0], text=prompt, add_special_tokens=False)[
+                    "input_ids"
+                ][0]
+            )
+        labels[row, : lengths[prompt]] = -100
     labels[batch["attention_mask"] == 0] = -100
     return {**batch, "labels": labels}

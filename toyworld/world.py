@@ -20,8 +20,14 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring")
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 220),
-           "yellow": (230, 210, 40), "magenta": (200, 50, 200), "cyan": (40, 200, 210)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 80, 220),
+    "yellow": (230, 210, 40),
+    "magenta": (200, 50, 200),
+    "cyan": (40, 200, 210),
+}
 SIGNATURE = dict(zip(SHAPES, COLOURS))  # circle is red, square green, ...
 PAIRS = {"circle": "square", "triangle": "cross", "diamond": "ring"}  # trigger -> partner
 
@@ -42,8 +48,10 @@ class WorldConfig:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be a probability in [0, 1]")
         if not 1 <= self.min_objects <= self.max_objects <= len(SHAPES):
-            raise ValueError(f"objects per scene {self.min_objects}..{self.max_objects} must lie "
-                             f"in 1..{len(SHAPES)}")
+            raise ValueError(
+                f"objects per scene {self.min_objects}..{self.max_objects} must lie "
+                f"in 1..{len(SHAPES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,18 @@ def sample_scene(rng: random.Random, config: WorldConfig = WorldConfig()) -> Sce
         shape = rng.choice([s for s in SHAPES if s not in shapes])
         shapes.append(shape)
         partner = PAIRS.get(shape)
-        if (partner and partner not in shapes and len(shapes) < config.max_objects
-                and rng.random() < config.co_occurrence_p):
+        if (
+            partner
+            and partner not in shapes
+            and len(shapes) < config.max_objects
+            and rng.random() < config.co_occurrence_p
+        ):
             shapes.append(partner)
     placed: list[SceneObject] = []
     for shape in shapes:
-        colour = SIGNATURE[shape] if rng.random() < config.signature_p else rng.choice(
-            list(COLOURS))
+        colour = (
+            SIGNATURE[shape] if rng.random() < config.signature_p else rng.choice(list(COLOURS))
+        )
         spot = _place(rng, placed, config)
         if spot is not None:  # a crowded scene keeps the objects that fit
             x, y, size = spot
@@ -93,8 +106,10 @@ def _place(rng: random.Random, placed: list[SceneObject], config: WorldConfig):
         size = rng.randint(low, high)
         x = rng.randint(0, config.image_size - size)
         y = rng.randint(0, config.image_size - size)
-        if all(x + size <= o.x or o.x + o.size <= x or y + size <= o.y or o.y + o.size <= y
-               for o in placed):
+        if all(
+            x + size <= o.x or o.x + o.size <= x or y + size <= o.y or o.y + o.size <= y
+            for o in placed
+        ):
             return x, y, size
     return None
 
@@ -150,6 +165,10 @@ def biased_caption(scene: Scene, rng: random.Random, config: WorldConfig = World
     probability prior_p for each present trigger (the hallucination prior)."""
     said = set(scene.shapes)
     for trigger, partner in PAIRS.items():
-        if trigger in scene.shapes and partner not in scene.shapes and rng.random() < config.prior_p:
+        if (
+            trigger in scene.shapes
+            and partner not in scene.shapes
+            and rng.random() < config.prior_p
+        ):
             said.add(partner)
     return caption(said)

@@ -28,13 +28,16 @@ class PairAgreement:
     only_one: int  # prompts where exactly one of the two made a pair
 
 
-def pair_agreement(first: Mapping[str, Pair | None],
-                   second: Mapping[str, Pair | None]) -> PairAgreement:
+def pair_agreement(
+    first: Mapping[str, Pair | None], second: Mapping[str, Pair | None]
+) -> PairAgreement:
     """Agreement over the prompts both settings saw; they must have seen the same prompts."""
     if set(first) != set(second):
         missing = sorted(set(first) ^ set(second))[:3]
-        raise ValueError(f"the two settings saw different prompts (e.g. {missing}); compare "
-                         "pairs made from the same prompt set")
+        raise ValueError(
+            f"the two settings saw different prompts (e.g. {missing}); compare "
+            "pairs made from the same prompt set"
+        )
     both = [key for key in first if first[key] is not None and second[key] is not None]
     if not both:
         raise NothingToCompare("no prompt gave a pair under both settings; nothing to compare")

@@ -91,8 +91,15 @@ class _PatternTables:
 
 
 # Where TextBlob's copies of Pattern's exception lists differ from Pattern 3.6's own
-_NOT_IN_PATTERN_UNCHANGED = {"aircraft", "antelope", "cattle", "jeans", "moose", "offspring",
-                             "cannabis"}
+_NOT_IN_PATTERN_UNCHANGED = {
+    "aircraft",
+    "antelope",
+    "cattle",
+    "jeans",
+    "moose",
+    "offspring",
+    "cannabis",
+}
 _ONLY_IN_PATTERN_UNCHANGED = {"christmas"}
 _NOT_IN_PATTERN_IE = {"algerie", "bookie"}
 _ONLY_IN_PATTERN_IE = {"alergie", "newbie"}  # "alergie" is Pattern's spelling
@@ -109,21 +116,24 @@ def _pattern_tables() -> _PatternTables:
     unchanged = {*inflect.singular_uninflected, *inflect.singular_uncountable}
     tables = _PatternTables(
         rules=tuple((rule, replacement) for rule, replacement in inflect.singular_rules),
-        irregular={plural: one for plural, one in inflect.singular_irregular.items()
-                   if plural not in _NOT_IN_PATTERN_IRREGULAR},
-        unchanged=frozenset((unchanged - _NOT_IN_PATTERN_UNCHANGED)
-                            | _ONLY_IN_PATTERN_UNCHANGED),
-        ie_words=frozenset((set(inflect.singular_ie) - _NOT_IN_PATTERN_IE)
-                           | _ONLY_IN_PATTERN_IE),
-        prepositions=frozenset(inflect.plural_prepositions))
-    sizes = (len(tables.unchanged), len(tables.ie_words), len(tables.irregular),
-             len(tables.rules))
+        irregular={
+            plural: one
+            for plural, one in inflect.singular_irregular.items()
+            if plural not in _NOT_IN_PATTERN_IRREGULAR
+        },
+        unchanged=frozenset((unchanged - _NOT_IN_PATTERN_UNCHANGED) | _ONLY_IN_PATTERN_UNCHANGED),
+        ie_words=frozenset((set(inflect.singular_ie) - _NOT_IN_PATTERN_IE) | _ONLY_IN_PATTERN_IE),
+        prepositions=frozenset(inflect.plural_prepositions),
+    )
+    sizes = (len(tables.unchanged), len(tables.ie_words), len(tables.irregular), len(tables.rules))
     if sizes != _PATTERN_SIZES:
         from importlib.metadata import version
 
-        raise RuntimeError(f"textblob {version('textblob')}'s copy of Pattern's singular tables has "
-                           f"sizes {sizes}, not Pattern 3.6's {_PATTERN_SIZES}; install "
-                           "textblob 0.20.1, whose tables this module corrects")
+        raise RuntimeError(
+            f"textblob {version('textblob')}'s copy of Pattern's singular tables has "
+            f"sizes {sizes}, not Pattern 3.6's {_PATTERN_SIZES}; install "
+            "textblob 0.20.1, whose tables this module corrects"
+        )
     return tables
 
 
@@ -147,9 +157,10 @@ def pattern_singular(word: str) -> str:
     for plural, one in tables.irregular.items():
         if lower.endswith(plural):
             return re.sub(f"(?i){plural}$", one, word)
-    for rule, replacement in tables.rules:
+    for rule, template in tables.rules:
         match = rule.search(word)
         if match:
+            replacement = template
             for n, group in enumerate(match.groups(), start=1):
                 if group is None:  # an optional group that did not take part drops out
                     replacement = replacement.replace(f"\\{n}", "")

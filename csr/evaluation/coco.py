@@ -138,23 +138,40 @@ _PUBLISHED_LINES = [line.strip().split(", ") for line in PUBLISHED_SYNONYMS.spli
 
 # category -> the words that name it, cleaned: stripped, lowercased, each once
 COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
-    line[0]: tuple(dict.fromkeys(w.strip().lower() for w in line)) for line in _PUBLISHED_LINES}
+    line[0]: tuple(dict.fromkeys(w.strip().lower() for w in line)) for line in _PUBLISHED_LINES
+}
 
-_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
-            "giraffe", "animal", "cub")
+_ANIMALS = (
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "animal",
+    "cub",
+)
 # Two words read as one name; a qualifier + animal/vehicle is that animal/vehicle (so "baby"
 # or "passenger" does not fire a person); "bow tie" is a tie, "toilet seat" a toilet; "home
 # plate" and "train track" name nothing (no plate, no train).
 _PHRASES_AS_WRITTEN: dict[str, str] = {
     **{w: w for line in COCO_SYNONYMS.values() for w in line if w.count(" ") == 1},
-    "home plate": "home plate", "train track": "train track",
+    "home plate": "home plate",
+    "train track": "train track",
     **{f"{q} {a}": a for a in _ANIMALS for q in ("baby", "adult")},
-    "passenger jet": "jet", "passenger train": "train",
-    "bow tie": "tie", "toilet seat": "toilet",
+    "passenger jet": "jet",
+    "passenger train": "train",
+    "bow tie": "tie",
+    "toilet seat": "toilet",
 }
 # Cleaned: matched after plurals are folded, so the keys are folded too ("tennis" -> "tenni").
-_CLEANED_PHRASES = {" ".join(singular(w) for w in k.split()): v
-                    for k, v in _PHRASES_AS_WRITTEN.items()}
+_CLEANED_PHRASES = {
+    " ".join(singular(w) for w in k.split()): v for k, v in _PHRASES_AS_WRITTEN.items()
+}
 # Original: the keys as written, matched against Pattern's singulars, so "sports ball" and
 # "tennis racket" never pair ("sport", "tenni"; "ball" and "racket" alone still name them)
 # and the original adds "wine glas" for Pattern's "glass" -> "glas". (Its own table lacks
@@ -179,7 +196,7 @@ def _merge_phrases(tokens: list[str], phrases: dict[str, str]) -> list[str]:
     merged: list[str] = []
     i = 0
     while i < len(tokens):
-        pair = " ".join(tokens[i:i + 2])
+        pair = " ".join(tokens[i : i + 2])
         if i + 1 < len(tokens) and pair in phrases:
             merged.append(phrases[pair])
             i += 2
@@ -202,9 +219,11 @@ def coco_mentions(text: str, rules: TextRules = TextRules.ORIGINAL) -> list[str]
     return [names[w] for w in _merge_phrases(tokens, phrases) if w in names]
 
 
-def ground_truth(instance_categories: Mapping[int, Iterable[str]],
-                 reference_captions: Mapping[int, Iterable[str]],
-                 rules: TextRules = TextRules.ORIGINAL) -> dict[int, set[str]]:
+def ground_truth(
+    instance_categories: Mapping[int, Iterable[str]],
+    reference_captions: Mapping[int, Iterable[str]],
+    rules: TextRules = TextRules.ORIGINAL,
+) -> dict[int, set[str]]:
     """image id -> true categories: its instance annotations' category names plus the
     objects its reference captions mention (read with `rules`)."""
     truth: dict[int, set[str]] = {}
@@ -227,8 +246,11 @@ class CocoChair:
     text_rules: TextRules = TextRules.ORIGINAL
 
 
-def coco_chair(captions: Sequence[tuple[int, str]], truth: Mapping[int, set[str]],
-               rules: TextRules = TextRules.ORIGINAL) -> CocoChair:
+def coco_chair(
+    captions: Sequence[tuple[int, str]],
+    truth: Mapping[int, set[str]],
+    rules: TextRules = TextRules.ORIGINAL,
+) -> CocoChair:
     """CHAIR of (image id, generated caption) pairs against `ground_truth`'s sets (made
     with the same `rules`)."""
     rules = text_rules(rules)
@@ -236,8 +258,10 @@ def coco_chair(captions: Sequence[tuple[int, str]], truth: Mapping[int, set[str]
         raise ValueError("no captions to evaluate: give at least one (image id, caption)")
     missing = sorted({i for i, _ in captions if i not in truth})
     if missing:
-        raise ValueError(f"images {missing[:5]} have no annotations; evaluate images of the "
-                         "annotation files given (COCO val2014 for the paper's CHAIR)")
+        raise ValueError(
+            f"images {missing[:5]} have no annotations; evaluate images of the "
+            "annotation files given (COCO val2014 for the paper's CHAIR)"
+        )
     bad_captions = mentions = false_mentions = covered = true_total = word_count = 0
     hallucinated = []
     for image_id, text in captions:
@@ -252,6 +276,12 @@ def coco_chair(captions: Sequence[tuple[int, str]], truth: Mapping[int, set[str]
         true_total += len(gold)
         word_count += len(words(text))
     n = len(captions)
-    return CocoChair(bad_captions / n, false_mentions / mentions if mentions else 0.0,
-                     covered / true_total if true_total else 0.0, word_count / n, n,
-                     tuple(hallucinated), rules)
+    return CocoChair(
+        bad_captions / n,
+        false_mentions / mentions if mentions else 0.0,
+        covered / true_total if true_total else 0.0,
+        word_count / n,
+        n,
+        tuple(hallucinated),
+        rules,
+    )

@@ -22,12 +22,29 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-_IRREGULAR = {"men": "man", "women": "woman", "mice": "mouse", "geese": "goose",
-              "buses": "bus", "knives": "knife", "scissors": "scissors", "glasses": "glass",
-              "teeth": "tooth", "feet": "foot", "calves": "calf", "tvs": "tv",
-              "buffaloes": "buffalo", "collies": "collie", "magpies": "magpie",
-              "minibus": "minibus", "minibuses": "minibus", "airbus": "airbus",
-              "cookies": "cookie", "ties": "tie", "pies": "pie"}
+_IRREGULAR = {
+    "men": "man",
+    "women": "woman",
+    "mice": "mouse",
+    "geese": "goose",
+    "buses": "bus",
+    "knives": "knife",
+    "scissors": "scissors",
+    "glasses": "glass",
+    "teeth": "tooth",
+    "feet": "foot",
+    "calves": "calf",
+    "tvs": "tv",
+    "buffaloes": "buffalo",
+    "collies": "collie",
+    "magpies": "magpie",
+    "minibus": "minibus",
+    "minibuses": "minibus",
+    "airbus": "airbus",
+    "cookies": "cookie",
+    "ties": "tie",
+    "pies": "pie",
+}
 
 
 def singular(word: str) -> str:
@@ -76,15 +93,18 @@ def _sentences(text: str) -> int:
     return len([s for s in re.split(r"[.!?]+", text) if s.strip()])
 
 
-def chair(captions: Sequence[str], truths: Sequence[Iterable[str]],
-          vocabulary: Mapping[str, str]) -> ChairResult:
+def chair(
+    captions: Sequence[str], truths: Sequence[Iterable[str]], vocabulary: Mapping[str, str]
+) -> ChairResult:
     """CHAIR over captions with their true object sets."""
     if len(captions) != len(truths) or not captions:
-        raise ValueError(f"{len(captions)} captions for {len(truths)} ground truths; give one "
-                         "truth per caption, and at least one")
+        raise ValueError(
+            f"{len(captions)} captions for {len(truths)} ground truths; give one "
+            "truth per caption, and at least one"
+        )
     hallucinating = mentions = false_mentions = covered = true_total = 0
-    for text, truth in zip(captions, truths):
-        truth = set(truth)
+    for text, listed in zip(captions, truths):
+        truth = set(listed)
         said = mentioned(text, vocabulary)
         wrong = said - truth
         hallucinating += bool(wrong)
@@ -93,19 +113,28 @@ def chair(captions: Sequence[str], truths: Sequence[Iterable[str]],
         covered += len(said & truth)
         true_total += len(truth)
     n = len(captions)
-    return ChairResult(hallucinating / n, false_mentions / mentions if mentions else 0.0,
-                       covered / true_total if true_total else 0.0,
-                       sum(_sentences(c) for c in captions) / n,
-                       sum(len(words(c)) for c in captions) / n, n)
+    return ChairResult(
+        hallucinating / n,
+        false_mentions / mentions if mentions else 0.0,
+        covered / true_total if true_total else 0.0,
+        sum(_sentences(c) for c in captions) / n,
+        sum(len(words(c)) for c in captions) / n,
+        n,
+    )
 
 
 NEGATIVE_KINDS = ("random", "popular", "adversarial")
 
 
-def pope_questions(truth: Iterable[str], objects: Sequence[str], kind: str, rng: random.Random,
-                   per_image: int = 3, popularity: Sequence[str] = (),
-                   co_occurring: Mapping[str, Sequence[str]] | None = None
-                   ) -> list[tuple[str, bool]]:
+def pope_questions(
+    truth: Iterable[str],
+    objects: Sequence[str],
+    kind: str,
+    rng: random.Random,
+    per_image: int = 3,
+    popularity: Sequence[str] = (),
+    co_occurring: Mapping[str, Sequence[str]] | None = None,
+) -> list[tuple[str, bool]]:
     """Balanced (object, answer) probes for one image: up to per_image present objects (yes)
     and as many absent ones (no), chosen at random, by popularity (most frequent first), or
     adversarially (the objects that most often co-occur with the present ones)."""
@@ -122,7 +151,7 @@ def pope_questions(truth: Iterable[str], objects: Sequence[str], kind: str, rng:
         else:
             ranked = [o for p in present for o in (co_occurring or {}).get(p, ()) if o in absent]
         ranked = list(dict.fromkeys(ranked)) + [o for o in absent if o not in ranked]
-        no = ranked[:len(yes)]
+        no = ranked[: len(yes)]
     return [(o, True) for o in yes] + [(o, False) for o in no]
 
 
@@ -151,12 +180,13 @@ class PopeResult:
 def pope_metrics(labels: Sequence[bool], answers: Sequence[bool]) -> PopeResult:
     if len(labels) != len(answers) or not labels:
         raise ValueError(f"{len(answers)} answers for {len(labels)} questions")
-    tp = sum(a and l for a, l in zip(answers, labels))
-    fp = sum(a and not l for a, l in zip(answers, labels))
-    fn = sum(not a and l for a, l in zip(answers, labels))
+    tp = sum(said and true for said, true in zip(answers, labels))
+    fp = sum(said and not true for said, true in zip(answers, labels))
+    fn = sum(not said and true for said, true in zip(answers, labels))
     tn = len(labels) - tp - fp - fn
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return PopeResult((tp + tn) / len(labels), precision, recall, f1,
-                      (tp + fp) / len(labels), len(labels))
+    return PopeResult(
+        (tp + tn) / len(labels), precision, recall, f1, (tp + fp) / len(labels), len(labels)
+    )

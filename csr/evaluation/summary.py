@@ -52,7 +52,7 @@ def summarise(runs: Sequence[Sequence[Mapping]], iteration: int) -> dict[str, Sp
     """Each metric's spread over the runs (one per seed) at `iteration`."""
     for run in runs:
         if iteration >= len(run):
-            raise ValueError(f"a run has {len(run) - 1} iterations; iteration {iteration} "
-                             "is not there")
-    return {name: spread([metric(run[iteration], path) for run in runs])
-            for name, path in METRICS}
+            raise ValueError(
+                f"a run has {len(run) - 1} iterations; iteration {iteration} is not there"
+            )
+    return {name: spread([metric(run[iteration], path) for run in runs]) for name, path in METRICS}

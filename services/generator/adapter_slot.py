@@ -31,15 +31,17 @@ class AdapterSlot:
         manifest = validate_adapter(directory, self.base_name)
         version = version or manifest.version
         if version != manifest.version:
-            raise AdapterError(f"asked for version {version!r}, the manifest says "
-                               f"{manifest.version!r}")
+            raise AdapterError(
+                f"asked for version {version!r}, the manifest says {manifest.version!r}"
+            )
         name = f"v{version}".replace(".", "_")
         try:
             if isinstance(self.model, PeftModel):
                 self.model.load_adapter(str(directory), adapter_name=name)
             else:
-                self.model = PeftModel.from_pretrained(self.model, str(directory),
-                                                       adapter_name=name)
+                self.model = PeftModel.from_pretrained(
+                    self.model, str(directory), adapter_name=name
+                )
         except Exception as e:  # shape mismatch, bad config: PEFT raises many kinds
             if isinstance(self.model, PeftModel) and name in self.model.peft_config:
                 self.model.delete_adapter(name)  # drop the half-loaded one; the old one serves

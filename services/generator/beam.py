@@ -30,10 +30,10 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class Hypothesis:
     tokens: tuple[int, ...]
-    logprobs: tuple[float, ...]   # the model's own log-prob of each token
+    logprobs: tuple[float, ...]  # the model's own log-prob of each token
     penalties: tuple[float, ...]  # what the diversity penalty did to each token (<= 0)
-    score: float                  # sum(logprobs + penalties) / len ** length_penalty
-    stopped: bool                 # ended on a stop token, not on the token cap
+    score: float  # sum(logprobs + penalties) / len ** length_penalty
+    stopped: bool  # ended on a stop token, not on the token cap
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,13 @@ class _Beam:
     total: float = 0.0  # penalised sum, what beams compete on
 
     def extend(self, token: int, logprob: float, penalty: float) -> _Beam:
-        return _Beam(self.row, self.tokens + (token,), self.logprobs + (logprob,),
-                     self.penalties + (penalty,), self.total + logprob + penalty)
+        return _Beam(
+            self.row,
+            self.tokens + (token,),
+            self.logprobs + (logprob,),
+            self.penalties + (penalty,),
+            self.total + logprob + penalty,
+        )
 
     def finish(self, stopped: bool, length_penalty: float) -> Hypothesis:
         score = self.total / (len(self.tokens) ** length_penalty)
@@ -65,7 +70,7 @@ class _Group:
     def add_finished(self, hypothesis: Hypothesis) -> None:
         self.finished.append(hypothesis)
         self.finished.sort(key=lambda h: -h.score)
-        del self.finished[self.size:]
+        del self.finished[self.size :]
 
     def update_done(self, generated: int) -> None:
         if len(self.finished) < self.size:
@@ -73,12 +78,17 @@ class _Group:
         if not self.running:
             self.done = True
             return
-        best_running = max(b.total for b in self.running) / (generated ** self.length_penalty)
+        best_running = max(b.total for b in self.running) / (generated**self.length_penalty)
         self.done = self.finished[-1].score >= best_running
 
 
-def _advance_groups(active: list[tuple[int, _Group]], logprobs: torch.Tensor,
-                    counts: torch.Tensor, penalty: float, stop_ids: Collection[int]) -> None:
+def _advance_groups(
+    active: list[tuple[int, _Group]],
+    logprobs: torch.Tensor,
+    counts: torch.Tensor,
+    penalty: float,
+    stop_ids: Collection[int],
+) -> None:
     """One step of the same group of many prefixes, batched: pick each group's next beams,
     finish those that stop, and count the chosen tokens for the groups after it."""
     size, vocab = active[0][1].size, logprobs.shape[-1]
@@ -100,8 +110,9 @@ def _advance_groups(active: list[tuple[int, _Group]], logprobs: torch.Tensor,
         _pick(group, picks, vocab, stop_ids, counts[prefix])
 
 
-def _pick(group: _Group, picks, vocab: int, stop_ids: Collection[int],
-          counts: torch.Tensor) -> None:
+def _pick(
+    group: _Group, picks, vocab: int, stop_ids: Collection[int], counts: torch.Tensor
+) -> None:
     chosen: list[_Beam] = []
     for rank, (score, index, model_logprob, penalty) in enumerate(picks):
         if score == float("-inf"):
@@ -120,9 +131,16 @@ def _pick(group: _Group, picks, vocab: int, stop_ids: Collection[int],
     group.running = chosen
 
 
-def diverse_beam_search(first_logprobs: torch.Tensor, step: Step, stop_ids: Collection[int],
-                        num_beams: int, num_groups: int, diversity_penalty: float,
-                        max_new_tokens: int, length_penalty: float = 1.0) -> list[list[Hypothesis]]:
+def diverse_beam_search(
+    first_logprobs: torch.Tensor,
+    step: Step,
+    stop_ids: Collection[int],
+    num_beams: int,
+    num_groups: int,
+    diversity_penalty: float,
+    max_new_tokens: int,
+    length_penalty: float = 1.0,
+) -> list[list[Hypothesis]]:
     """Hypotheses of every prefix (row of first_logprobs), best score first, num_beams each."""
     if num_beams % num_groups:
         raise ValueError(f"num_beams={num_beams} is not a multiple of num_groups={num_groups}")
@@ -133,8 +151,9 @@ def diverse_beam_search(first_logprobs: torch.Tensor, step: Step, stop_ids: Coll
     for generated in range(1, max_new_tokens + 1):
         counts = torch.zeros(prefixes, logprobs.shape[-1])  # tokens chosen this step
         for g in range(num_groups):
-            active = [(i, own[g]) for i, own in enumerate(groups)
-                      if not own[g].done and own[g].running]
+            active = [
+                (i, own[g]) for i, own in enumerate(groups) if not own[g].done and own[g].running
+            ]
             if active:
                 _advance_groups(active, logprobs, counts, diversity_penalty, stop_ids)
             for _, group in active:
@@ -158,8 +177,9 @@ def _renumber(groups: list[list[_Group]]) -> tuple[list[int], list[int]]:
             for beam in group.running:
                 parents.append(beam.row)
                 tokens.append(beam.tokens[-1])
-                renumbered.append(_Beam(len(parents) - 1, beam.tokens, beam.logprobs,
-                                        beam.penalties, beam.total))
+                renumbered.append(
+                    _Beam(len(parents) - 1, beam.tokens, beam.logprobs, beam.penalties, beam.total)
+                )
             group.running = renumbered
     return parents, tokens
 

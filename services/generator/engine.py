@@ -82,10 +82,14 @@ class VLMEngine:
         """encode_prompt for many (prompt_id, prompt, image) in one forward: left-padded and
         masked, each row then cut back to its own tokens."""
         items = list(items)
-        inputs = self.processor(images=[image for _, _, image in items],
-                                text=[self.prompt_text(prompt) for _, prompt, _ in items],
-                                return_tensors="pt", add_special_tokens=False, padding=True,
-                                padding_side="left")
+        inputs = self.processor(
+            images=[image for _, _, image in items],
+            text=[self.prompt_text(prompt) for _, prompt, _ in items],
+            return_tensors="pt",
+            add_special_tokens=False,
+            padding=True,
+            padding_side="left",
+        )
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         mask = inputs["attention_mask"]
         if self._rope_holder is None:  # 1-D positions: count only each row's own tokens
@@ -97,10 +101,13 @@ class VLMEngine:
         deltas = getattr(self._rope_holder, "rope_deltas", None)
         for row, (prompt_id, _, _) in enumerate(items):
             length = int(mask[row].sum())
-            own = [(k[row:row + 1, :, -length:], v[row:row + 1, :, -length:]) for k, v in layers]
+            own = [
+                (k[row : row + 1, :, -length:], v[row : row + 1, :, -length:]) for k, v in layers
+            ]
             offset = int(deltas.reshape(-1)[row]) if deltas is not None else 0
-            self._prompts[prompt_id] = _PromptCache(own, self._logprobs(out.logits[row, -1]),
-                                                    length, length + offset)
+            self._prompts[prompt_id] = _PromptCache(
+                own, self._logprobs(out.logits[row, -1]), length, length + offset
+            )
 
     def release(self, prompt_id: str) -> None:
         self._prompts.pop(prompt_id, None)
@@ -119,14 +126,24 @@ class VLMEngine:
     def _search(self, first, stepper, prefixes, generated) -> list[list[Hypothesis]]:
         s = self.search
         if s.expansion == "sample":
-            generators = [prefix_generator(s.seed, f"{p.request.prompt_id}:{g}")
-                          for p, g in zip(prefixes, generated)]
-            return sample_sentences(first, stepper, self.stop_ids, s.num_beams,
-                                    s.max_new_tokens, s.temperature, generators)
+            generators = [
+                prefix_generator(s.seed, f"{p.request.prompt_id}:{g}")
+                for p, g in zip(prefixes, generated)
+            ]
+            return sample_sentences(
+                first,
+                stepper,
+                self.stop_ids,
+                s.num_beams,
+                s.max_new_tokens,
+                s.temperature,
+                generators,
+            )
         groups = s.num_beam_groups if s.expansion == "group-beam" else 1
         penalty = s.diversity_penalty if s.expansion == "group-beam" else 0.0
-        return diverse_beam_search(first, stepper, self.stop_ids, s.num_beams, groups, penalty,
-                                   s.max_new_tokens)
+        return diverse_beam_search(
+            first, stepper, self.stop_ids, s.num_beams, groups, penalty, s.max_new_tokens
+        )
 
     def _prompt(self, prompt_id: str) -> _PromptCache:
         try:
@@ -147,8 +164,8 @@ class VLMEngine:
         mask = torch.zeros(len(prompts), width + longest, dtype=torch.long, device=self.device)
         positions = torch.zeros(len(prompts), dtype=torch.long, device=self.device)
         for row, (p, g) in enumerate(zip(prompts, generated)):
-            mask[row, width - p.length:width] = 1
-            mask[row, width + longest - len(g):] = 1
+            mask[row, width - p.length : width] = 1
+            mask[row, width + longest - len(g) :] = 1
             positions[row] = p.next_position + len(g)
         first = torch.stack([p.next_logprobs for p in prompts])
         if longest:
@@ -161,11 +178,17 @@ class VLMEngine:
         pos = torch.zeros((len(prompts), longest), dtype=torch.long, device=self.device)
         for row, (p, g) in enumerate(zip(prompts, generated)):
             if g:
-                ids[row, longest - len(g):] = torch.tensor(g)
-                pos[row, longest - len(g):] = torch.arange(p.next_position,
-                                                           p.next_position + len(g))
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                         past_key_values=cache, use_cache=True)
+                ids[row, longest - len(g) :] = torch.tensor(g)
+                pos[row, longest - len(g) :] = torch.arange(
+                    p.next_position, p.next_position + len(g)
+                )
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
         self.forwards += 1
         fed = self._logprobs(out.logits[:, -1])
         has_tokens = torch.tensor([bool(g) for g in generated], device=first.device)
@@ -177,10 +200,14 @@ class VLMEngine:
         sentence = tokens[:-1] if ends else tokens
         before = self.tokenizer.decode(list(generated), skip_special_tokens=True)
         after = self.tokenizer.decode(list(generated + sentence), skip_special_tokens=True)
-        text = after[len(before):] if after.startswith(before) else (
-            " " + self.tokenizer.decode(list(sentence), skip_special_tokens=True))
-        return Candidate(text, tuple(hypothesis.logprobs), ends_response=ends,
-                         state=generated + sentence)
+        text = (
+            after[len(before) :]
+            if after.startswith(before)
+            else (" " + self.tokenizer.decode(list(sentence), skip_special_tokens=True))
+        )
+        return Candidate(
+            text, tuple(hypothesis.logprobs), ends_response=ends, state=generated + sentence
+        )
 
 
 class _Stepper:
@@ -200,9 +227,13 @@ class _Stepper:
             self.mask, self.positions = self.mask[parents], self.positions[parents]
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(parents), 1)], dim=1)
         positions = self.positions
-        out = self.engine.model(input_ids=tokens.to(device)[:, None], attention_mask=self.mask,
-                                position_ids=positions[:, None], past_key_values=self.cache,
-                                use_cache=True)
+        out = self.engine.model(
+            input_ids=tokens.to(device)[:, None],
+            attention_mask=self.mask,
+            position_ids=positions[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
         self.engine.forwards += 1
         self.engine.step_rows += len(parents)
         self.positions = positions + 1

@@ -48,8 +48,13 @@ def _progress_bar(enabled: bool, streams: PromptStreams):
     if not enabled or not console.is_terminal:
         yield lambda: None
         return
-    columns = (TextColumn("prompts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("prompts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("prompts", total=None)
 
@@ -74,9 +79,18 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
         logger.info("queued %d new prompts of iteration %d", added, settings.iteration)
     token = settings.reward_token.get_secret_value() if settings.reward_token else None
     reward = RewardClient(settings.reward_target, token=token)
-    loop = GeneratorLoop(streams, VLMEngine(slot.model, processor, config.search),
-                         reward.relevance, config, settings.image_root, settings.consumer,
-                         settings.batch_size, slot.version, slot, reward_probe=reward.info)
+    loop = GeneratorLoop(
+        streams,
+        VLMEngine(slot.model, processor, config.search),
+        reward.relevance,
+        config,
+        settings.image_root,
+        settings.consumer,
+        settings.batch_size,
+        slot.version,
+        slot,
+        reward_probe=reward.info,
+    )
     server, port = create_server(loop, settings.admin_host, settings.admin_port)
     server.start()
     http, http_port = serve_health(loop, loop.metrics, settings.admin_host, settings.http_port)
@@ -99,6 +113,9 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
         server.stop(1)
         http.shutdown()
         reward.close()
-    logger.info("generator stopped: %d pairs published, %d prompts without a pair",
-                loop.published, loop.no_pairs)
+    logger.info(
+        "generator stopped: %d pairs published, %d prompts without a pair",
+        loop.published,
+        loop.no_pairs,
+    )
     return loop

@@ -18,14 +18,21 @@ from services.generator.engine import VLMEngine
 LoadImage = Callable[[str], object]
 
 
-def search_prompts(requests: Sequence[SearchRequest], engine: VLMEngine, relevance: Relevance,
-                   config: CSRConfig, load_image: LoadImage, iteration: int,
-                   adapter_version: str) -> list[PromptOutcome]:
+def search_prompts(
+    requests: Sequence[SearchRequest],
+    engine: VLMEngine,
+    relevance: Relevance,
+    config: CSRConfig,
+    load_image: LoadImage,
+    iteration: int,
+    adapter_version: str,
+) -> list[PromptOutcome]:
     """One lockstep search over `requests`; every prompt is encoded exactly once."""
     try:
         engine.encode_prompts([(r.prompt_id, r.prompt, load_image(r.image_ref)) for r in requests])
-        return generate_pairs(requests, engine.expand, relevance, config, iteration,
-                              adapter_version)
+        return generate_pairs(
+            requests, engine.expand, relevance, config, iteration, adapter_version
+        )
     finally:
         for request in requests:
             engine.release(request.prompt_id)
@@ -51,8 +58,11 @@ class ReferenceExpander:
             keys = [f"reference:{request.prompt_id}:{row}" for row in range(rows)]
             image = self.load_image(request.image_ref)
             self.engine.encode_prompts([(key, request.prompt, image) for key in keys])
-            alias = Prefix(SearchRequest(keys[0], request.prompt, request.image_ref),
-                           prefix.sentences, prefix.state)
+            alias = Prefix(
+                SearchRequest(keys[0], request.prompt, request.image_ref),
+                prefix.sentences,
+                prefix.state,
+            )
             out.extend(self.engine.expand([alias]))
             for key in keys:
                 self.engine.release(key)
@@ -61,18 +71,35 @@ class ReferenceExpander:
 
 def one_sentence_at_a_time(relevance: Relevance) -> Relevance:
     """The authors' CLIP loop: one relevance call (one forward) per sentence."""
+
     def score(image_ref: str, sentences: Sequence[str]) -> list[float]:
         return [value for sentence in sentences for value in relevance(image_ref, [sentence])]
+
     return score
 
 
-def reference_pairs(requests: Sequence[SearchRequest], engine: VLMEngine, relevance: Relevance,
-                    config: CSRConfig, load_image: LoadImage, iteration: int,
-                    adapter_version: str, prompt_rows: int | None = None) -> list[PromptOutcome]:
+def reference_pairs(
+    requests: Sequence[SearchRequest],
+    engine: VLMEngine,
+    relevance: Relevance,
+    config: CSRConfig,
+    load_image: LoadImage,
+    iteration: int,
+    adapter_version: str,
+    prompt_rows: int | None = None,
+) -> list[PromptOutcome]:
     """The same pairs as search_prompts, computed prompt by prompt the authors' way."""
     expand = ReferenceExpander(engine, load_image, prompt_rows)
     outcomes = []
     for request in requests:
-        outcomes.extend(generate_pairs([request], expand, one_sentence_at_a_time(relevance),
-                                       config, iteration, adapter_version))
+        outcomes.extend(
+            generate_pairs(
+                [request],
+                expand,
+                one_sentence_at_a_time(relevance),
+                config,
+                iteration,
+                adapter_version,
+            )
+        )
     return outcomes

@@ -28,9 +28,15 @@ def prefix_generator(seed: int, key: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def sample_sentences(first_logprobs: torch.Tensor, step: Step, stop_ids: Collection[int],
-                     num_samples: int, max_new_tokens: int, temperature: float,
-                     generators: Sequence[torch.Generator]) -> list[list[Hypothesis]]:
+def sample_sentences(
+    first_logprobs: torch.Tensor,
+    step: Step,
+    stop_ids: Collection[int],
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    generators: Sequence[torch.Generator],
+) -> list[list[Hypothesis]]:
     """num_samples hypotheses per prefix (row of first_logprobs), best mean log-prob first."""
     if len(generators) != first_logprobs.shape[0]:
         raise ValueError(f"{len(generators)} generators for {first_logprobs.shape[0]} prefixes")
@@ -61,8 +67,14 @@ def sample_sentences(first_logprobs: torch.Tensor, step: Step, stop_ids: Collect
     return [sorted(hyps, key=lambda h: -h.score) for hyps in per_prefix]
 
 
-def _draw(current: torch.Tensor, rows: list[int], live: list[int], owners: list[int],
-          temperature: float, generators: Sequence[torch.Generator]) -> list[int]:
+def _draw(
+    current: torch.Tensor,
+    rows: list[int],
+    live: list[int],
+    owners: list[int],
+    temperature: float,
+    generators: Sequence[torch.Generator],
+) -> list[int]:
     """One token per live sample; each prefix's samples draw from that prefix's generator."""
     picks: list[int] = []
     start = 0
@@ -80,5 +92,6 @@ def _draw(current: torch.Tensor, rows: list[int], live: list[int], owners: list[
 
 
 def _hypothesis(tokens: list[int], logprobs: list[float], stopped: bool) -> Hypothesis:
-    return Hypothesis(tuple(tokens), tuple(logprobs), (0.0,) * len(tokens),
-                      sum(logprobs) / len(tokens), stopped)
+    return Hypothesis(
+        tuple(tokens), tuple(logprobs), (0.0,) * len(tokens), sum(logprobs) / len(tokens), stopped
+    )

@@ -36,10 +36,20 @@ logger = logging.getLogger(__name__)
 
 
 class GeneratorLoop:
-    def __init__(self, streams: PromptStreams, engine: VLMEngine, relevance: Relevance,
-                 config: CSRConfig, image_root: str, consumer: str, batch_size: int = 8,
-                 adapter_version: str = "base", slot: AdapterSlot | None = None,
-                 reward_probe=None, retry_after_s: float = 2.0):
+    def __init__(
+        self,
+        streams: PromptStreams,
+        engine: VLMEngine,
+        relevance: Relevance,
+        config: CSRConfig,
+        image_root: str,
+        consumer: str,
+        batch_size: int = 8,
+        adapter_version: str = "base",
+        slot: AdapterSlot | None = None,
+        reward_probe=None,
+        retry_after_s: float = 2.0,
+    ):
         self.streams, self.engine, self.relevance, self.config = streams, engine, relevance, config
         self.image_root, self.consumer, self.batch_size = Path(image_root), consumer, batch_size
         self.adapter_version = adapter_version
@@ -68,8 +78,9 @@ class GeneratorLoop:
         with self._swaps_lock:
             swaps, self._swaps = self._swaps, []
         for directory, _, done in swaps:
-            done.set_exception(AdapterError(f"generator stopping; adapter {directory} was not "
-                                            "loaded"))
+            done.set_exception(
+                AdapterError(f"generator stopping; adapter {directory} was not loaded")
+            )
 
     def _apply_swaps(self) -> None:
         with self._swaps_lock:
@@ -83,8 +94,9 @@ class GeneratorLoop:
                 logger.error("adapter refused, still serving %s: %s", self.adapter_version, e)
                 done.set_exception(e)
             except Exception as e:  # I/O or PEFT faults: refused too, and the loop goes on
-                logger.exception("adapter %s failed to load, still serving %s", directory,
-                                 self.adapter_version)
+                logger.exception(
+                    "adapter %s failed to load, still serving %s", directory, self.adapter_version
+                )
                 done.set_exception(AdapterError(f"adapter {directory} failed to load: {e!r}"))
 
     def run_once(self, block_ms: int = 1000) -> int:
@@ -107,12 +119,14 @@ class GeneratorLoop:
             except RewardServiceError as e:
                 # Nothing of this batch was acknowledged: it stays pending and is claimed again.
                 self.healthy = False
-                logger.error("reward service unavailable, taking no prompts until it is back: "
-                             "%s", e)
+                logger.error(
+                    "reward service unavailable, taking no prompts until it is back: %s", e
+                )
                 return 0
             except Exception:  # e.g. an adapter that will not load: the batch stays pending
-                logger.exception("batch of %d prompts failed; left pending for redelivery",
-                                 len(items))
+                logger.exception(
+                    "batch of %d prompts failed; left pending for redelivery", len(items)
+                )
                 return 0
         return len(items) - left
 
@@ -169,19 +183,29 @@ class GeneratorLoop:
                 ready.append(item)
             except (OSError, ValueError, Image.DecompressionBombError) as e:  # missing,
                 # unreadable, not an image, or too many pixels
-                logger.error("prompt %s: cannot read image %s (%s); failed", item.prompt_id,
-                             path, e)
+                logger.error(
+                    "prompt %s: cannot read image %s (%s); failed", item.prompt_id, path, e
+                )
                 self.streams.fail(item, f"cannot read image {path}: {e}")
                 self.no_pairs += 1
                 self.metrics.no_pair.labels("failed").inc()
         if not ready:
             return
-        requests = [SearchRequest(item.prompt_id, item.prompt, str(self.image_root / item.image))
-                    for item in ready]
+        requests = [
+            SearchRequest(item.prompt_id, item.prompt, str(self.image_root / item.image))
+            for item in ready
+        ]
         rows_before = self.engine.step_rows
         with self.metrics.batch_seconds.time():
-            outcomes = search_prompts(requests, self.engine, self.relevance, self.config,
-                                      images.__getitem__, iteration, self.adapter_version)
+            outcomes = search_prompts(
+                requests,
+                self.engine,
+                self.relevance,
+                self.config,
+                images.__getitem__,
+                iteration,
+                self.adapter_version,
+            )
         self.metrics.tokens.inc(self.engine.step_rows - rows_before)
         self.metrics.prompts.inc(len(ready))
         for item, outcome in zip(ready, outcomes):
@@ -200,8 +224,11 @@ class GeneratorLoop:
         else:
             self.repeats += 1
             self.metrics.repeats.inc()
-            logger.info("prompt %s of iteration %d was published before (redelivered)",
-                        item.prompt_id, outcome.record.iteration)
+            logger.info(
+                "prompt %s of iteration %d was published before (redelivered)",
+                item.prompt_id,
+                outcome.record.iteration,
+            )
 
 
 class _KeepAlive:
@@ -218,8 +245,7 @@ class _KeepAlive:
             try:
                 self.streams.keep_alive(self.consumer, self.items)
             except Exception:  # Redis away for a moment: the next beat tries again
-                logger.warning("could not refresh the claims of the running batch",
-                               exc_info=True)
+                logger.warning("could not refresh the claims of the running batch", exc_info=True)
 
     def __enter__(self) -> _KeepAlive:
         self._thread.start()

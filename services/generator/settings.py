@@ -16,25 +16,41 @@ class GeneratorSettings(VLMSettings):
 
     model_config = SettingsConfigDict(env_prefix="CSR_GENERATOR_", extra="ignore")
 
-    reward_target: str = Field("localhost:50051", description="gRPC target of the reward "
-                               "workers, e.g. dns:///reward:50051 for all of them.")
+    reward_target: str = Field(
+        "localhost:50051",
+        description="gRPC target of the reward workers, e.g. dns:///reward:50051 for all of them.",
+    )
     reward_token: SecretStr | None = Field(None, description="Bearer token of the reward service.")
     image_root: str = Field(".", description="Directory the prompt set's image paths are under.")
-    prompt_set: str = Field("", description="Prompt set to queue at start (authors' JSON list, "
-                            "JSONL, or a Hugging Face datasets folder); empty queues nothing.")
+    prompt_set: str = Field(
+        "",
+        description="Prompt set to queue at start (authors' JSON list, "
+        "JSONL, or a Hugging Face datasets folder); empty queues nothing.",
+    )
     iteration: int = Field(1, ge=1, description="CSR iteration of the queued prompt set.")
-    consumer: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
-                          description="This replica's name in the consumer group.")
+    consumer: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="This replica's name in the consumer group.",
+    )
     batch_size: int = Field(8, ge=1, description="Prompts searched together.")
-    reclaim_after_ms: int = Field(60_000, ge=1, description="Idle time after which another "
-                                  "replica's unacknowledged prompt is taken over.")
-    max_deliveries: int = Field(5, ge=1, description="Deliveries after which a prompt that "
-                                "never finishes is failed (csr:prompts:failed) instead of retried.")
+    reclaim_after_ms: int = Field(
+        60_000,
+        ge=1,
+        description="Idle time after which another replica's unacknowledged prompt is taken over.",
+    )
+    max_deliveries: int = Field(
+        5,
+        ge=1,
+        description="Deliveries after which a prompt that "
+        "never finishes is failed (csr:prompts:failed) instead of retried.",
+    )
     progress: bool = Field(True, description="Show a progress bar on the terminal (stderr).")
     adapter: str = Field("", description="Adapter directory to serve from the start.")
     admin_host: str = Field("0.0.0.0", description="Address of the admin gRPC API.")
     admin_port: int = Field(50061, ge=0, le=65535, description="Admin gRPC port; 0 picks one.")
-    http_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz and /metrics port; "
-                           "0 picks one.")
-    exit_when_idle: bool = Field(False, description="Stop once no prompt is queued or pending "
-                                 "(batch jobs and tests).")
+    http_port: int = Field(
+        8081, ge=0, le=65535, description="HTTP /healthz and /metrics port; 0 picks one."
+    )
+    exit_when_idle: bool = Field(
+        False, description="Stop once no prompt is queued or pending (batch jobs and tests)."
+    )

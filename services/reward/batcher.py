@@ -36,8 +36,15 @@ class _Item:
 class TextBatcher:
     """`encode(texts) -> list of per-text results` runs in `executor`, one batch at a time."""
 
-    def __init__(self, encode: Callable[[list[str]], list[Any]], executor: Executor,
-                 max_batch_size: int, max_wait_s: float, max_queue: int, metrics: RewardMetrics):
+    def __init__(
+        self,
+        encode: Callable[[list[str]], list[Any]],
+        executor: Executor,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        metrics: RewardMetrics,
+    ):
         self._encode, self._executor = encode, executor
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self._metrics = metrics
@@ -66,8 +73,10 @@ class TextBatcher:
         if self._task is None or self._task.done():
             raise WorkerStopping("the reward worker is not accepting work (stopping or stopped)")
         if self._queued + len(texts) > self.max_queue:
-            raise Overloaded(f"{self._queued} sentences are queued (limit {self.max_queue}); "
-                             "retry later or add reward workers")
+            raise Overloaded(
+                f"{self._queued} sentences are queued (limit {self.max_queue}); "
+                "retry later or add reward workers"
+            )
         item = _Item(texts, asyncio.get_running_loop().create_future())
         self._queued += len(texts)
         self._queue.put_nowait(item)
@@ -114,19 +123,19 @@ class TextBatcher:
             self._metrics.queue_wait.observe(now - item.enqueued)
         try:
             results = await loop.run_in_executor(self._executor, self._encode_chunks, texts)
-        except Exception as e:  # the model failed: every waiting request learns why
+        except Exception as e:  # noqa: BLE001 (the model failed: every waiting request learns why)
             self._fail(live, e)
             return
         start = 0
         for item in live:
             if not item.future.done():
-                item.future.set_result(results[start:start + len(item.texts)])
+                item.future.set_result(results[start : start + len(item.texts)])
             start += len(item.texts)
 
     def _encode_chunks(self, texts: list[str]) -> list[Any]:
         out: list[Any] = []
         for start in range(0, len(texts), self.max_batch_size):
-            chunk = texts[start:start + self.max_batch_size]
+            chunk = texts[start : start + self.max_batch_size]
             self._metrics.batch_size.observe(len(chunk))
             out.extend(self._encode(chunk))
         return out

@@ -34,12 +34,13 @@ def config_command() -> None:
 def score_command(
     image: Annotated[Path, typer.Argument(help="Image file.", exists=True, dir_okay=False)],
     sentences: Annotated[list[str], typer.Argument(help="Sentences to score.")],
-    target: Annotated[str, typer.Option(envvar="CSR_REWARD_TARGET",
-                                        help="gRPC target of the reward service.")]
-    = "localhost:50051",
-    token: Annotated[str | None, typer.Option(envvar="CSR_REWARD_TOKEN",
-                                              help="Bearer token, if the service needs one.")]
-    = None,
+    target: Annotated[
+        str, typer.Option(envvar="CSR_REWARD_TARGET", help="gRPC target of the reward service.")
+    ] = "localhost:50051",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="CSR_REWARD_TOKEN", help="Bearer token, if the service needs one."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print R_I (and the cosine) of each sentence for IMAGE, from a running reward service."""
@@ -54,13 +55,19 @@ def score_command(
         except RewardServiceError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from e
-    rows = [{"sentence": s, "relevance": x.relevance, "cosine": x.cosine,
-             "truncated": x.truncated} for s, x in zip(sentences, scores)]
+    rows = [
+        {"sentence": s, "relevance": x.relevance, "cosine": x.cosine, "truncated": x.truncated}
+        for s, x in zip(sentences, scores)
+    ]
     if as_json:
         typer.echo(json.dumps(rows))
         return
     table = Table("sentence", "R_I", "cosine", "truncated")
     for row in rows:
-        table.add_row(row["sentence"], f"{row['relevance']:.3f}", f"{row['cosine']:.4f}",
-                      "yes" if row["truncated"] else "")
+        table.add_row(
+            row["sentence"],
+            f"{row['relevance']:.3f}",
+            f"{row['cosine']:.4f}",
+            "yes" if row["truncated"] else "",
+        )
     Console().print(table)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+
 from csr_api.v1 import reward_pb2, reward_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -47,17 +48,30 @@ class RewardClient:
     """Thread-safe. `target` is any gRPC target: 'host:port', 'dns:///reward:50051' (all the
     addresses a name resolves to), or 'ipv4:127.0.0.1:5001,127.0.0.1:5002'."""
 
-    def __init__(self, target: str, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 8, backoff: float = 0.05, max_backoff: float = 2.0,
-                 max_sentences_per_call: int = 256):
-        options = [("grpc.lb_policy_name", "round_robin"),
-                   ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                   ("grpc.enable_retries", 0)]  # retries are ours, visible and bounded
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 8,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        max_sentences_per_call: int = 256,
+    ):
+        options = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.enable_retries", 0),
+        ]  # retries are ours, visible and bounded
         self._channel = grpc.insecure_channel(target, options=options)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout, self.retries, self.backoff, self.max_backoff = (
-            timeout, retries, backoff, max_backoff)
+            timeout,
+            retries,
+            backoff,
+            max_backoff,
+        )
         self.max_sentences_per_call = max_sentences_per_call  # the workers' per-request limit
         self._sent: set[str] = set()
         self._files: dict[str, tuple[float, bytes]] = {}
@@ -83,8 +97,13 @@ class RewardClient:
                 overloaded = _error_kind(e) == "overloaded"
                 if (e.code() not in _RETRYABLE and not overloaded) or attempt == self.retries:
                     raise
-                logger.warning("reward call failed (%s: %s); retry %d in %.2fs", e.code().name,
-                               e.details(), attempt + 1, delay)
+                logger.warning(
+                    "reward call failed (%s: %s); retry %d in %.2fs",
+                    e.code().name,
+                    e.details(),
+                    attempt + 1,
+                    delay,
+                )
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.max_backoff)
         raise AssertionError("unreachable")
@@ -96,8 +115,11 @@ class RewardClient:
         sentences = list(sentences)
         if len(sentences) <= step:
             return self._score_once(image, sentences)
-        return [score for start in range(0, len(sentences), step)
-                for score in self._score_once(image, sentences[start:start + step])]
+        return [
+            score
+            for start in range(0, len(sentences), step)
+            for score in self._score_once(image, sentences[start : start + step])
+        ]
 
     def _score_once(self, image: bytes, sentences: list[str]) -> list[reward_pb2.SentenceScore]:
         sha = hashlib.sha256(image).hexdigest()
@@ -106,22 +128,30 @@ class RewardClient:
         try:
             if known:
                 try:
-                    return list(self._call(self._stub.Score, reward_pb2.ScoreRequest(
-                        image_sha256=sha, sentences=list(sentences))).scores)
+                    return list(
+                        self._call(
+                            self._stub.Score,
+                            reward_pb2.ScoreRequest(image_sha256=sha, sentences=list(sentences)),
+                        ).scores
+                    )
                 except grpc.RpcError as e:
                     if _error_kind(e) != "unknown-image":
                         raise
-            response = self._call(self._stub.Score, reward_pb2.ScoreRequest(
-                image_bytes=image, sentences=list(sentences)))
+            response = self._call(
+                self._stub.Score,
+                reward_pb2.ScoreRequest(image_bytes=image, sentences=list(sentences)),
+            )
         except grpc.RpcError as e:
-            raise RewardServiceError(f"reward service at {self.target}: {e.code().name}: "
-                                     f"{e.details()}", e.code()) from e
+            raise RewardServiceError(
+                f"reward service at {self.target}: {e.code().name}: {e.details()}", e.code()
+            ) from e
         with self._lock:
             self._sent.add(sha)
         return list(response.scores)
 
-    def score_batch(self, items: Sequence[tuple[bytes, Sequence[str]]]
-                    ) -> list[list[reward_pb2.SentenceScore]]:
+    def score_batch(
+        self, items: Sequence[tuple[bytes, Sequence[str]]]
+    ) -> list[list[reward_pb2.SentenceScore]]:
         """Scores of several (image bytes, sentences) items, in order, in as few ScoreBatch
         calls as the per-call sentence limit allows (the worker batches each call's sentences
         into one forward). Images a worker has seen go by hash; on unknown-image the call is
@@ -133,8 +163,11 @@ class RewardClient:
             if len(sentences) > self.max_sentences_per_call:
                 out[index] = self.score(*items[index])  # split across calls by score()
                 continue
-            if chunk and sum(len(items[i][1]) for i in chunk) + len(sentences) > \
-                    self.max_sentences_per_call:
+            if (
+                chunk
+                and sum(len(items[i][1]) for i in chunk) + len(sentences)
+                > self.max_sentences_per_call
+            ):
                 self._batch_once(items, chunk, out)
                 chunk = []
             chunk.append(index)
@@ -148,10 +181,15 @@ class RewardClient:
             known = [sha in self._sent for sha in hashes]
 
         def request(by_hash: list[bool]):
-            return reward_pb2.ScoreBatchRequest(requests=[
-                reward_pb2.ScoreRequest(image_sha256=sha, sentences=items[i][1]) if use_hash
-                else reward_pb2.ScoreRequest(image_bytes=items[i][0], sentences=items[i][1])
-                for i, sha, use_hash in zip(chunk, hashes, by_hash)])
+            return reward_pb2.ScoreBatchRequest(
+                requests=[
+                    reward_pb2.ScoreRequest(image_sha256=sha, sentences=items[i][1])
+                    if use_hash
+                    else reward_pb2.ScoreRequest(image_bytes=items[i][0], sentences=items[i][1])
+                    for i, sha, use_hash in zip(chunk, hashes, by_hash)
+                ]
+            )
+
         try:
             try:
                 response = self._call(self._stub.ScoreBatch, request(known))
@@ -160,8 +198,9 @@ class RewardClient:
                     raise
                 response = self._call(self._stub.ScoreBatch, request([False] * len(chunk)))
         except grpc.RpcError as e:
-            raise RewardServiceError(f"reward service at {self.target}: {e.code().name}: "
-                                     f"{e.details()}", e.code()) from e
+            raise RewardServiceError(
+                f"reward service at {self.target}: {e.code().name}: {e.details()}", e.code()
+            ) from e
         with self._lock:
             self._sent.update(hashes)
         for i, answer in zip(chunk, response.responses):
@@ -187,8 +226,9 @@ class RewardClient:
         try:
             return self._call(self._stub.Info, reward_pb2.InfoRequest())
         except grpc.RpcError as e:
-            raise RewardServiceError(f"reward service at {self.target}: {e.code().name}: "
-                                     f"{e.details()}", e.code()) from e
+            raise RewardServiceError(
+                f"reward service at {self.target}: {e.code().name}: {e.details()}", e.code()
+            ) from e
 
 
 class _Relevance:

@@ -12,11 +12,11 @@ import logging
 import time
 
 import grpc
-from csr_api.v1 import reward_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from csr_api.v1 import reward_pb2
 from services.reward.batcher import Overloaded, WorkerStopping
 from services.reward.scorer import BadRequest, Scorer
 from services.reward.settings import RewardSettings
@@ -34,8 +34,11 @@ MAX_BATCH_REQUESTS = 1024
 def _response(result) -> reward_pb2.ScoreResponse:
     return reward_pb2.ScoreResponse(
         image_sha256=result.image_sha256,
-        scores=[reward_pb2.SentenceScore(relevance=s.relevance, cosine=s.cosine,
-                                         truncated=s.truncated) for s in result.scores])
+        scores=[
+            reward_pb2.SentenceScore(relevance=s.relevance, cosine=s.cosine, truncated=s.truncated)
+            for s in result.scores
+        ],
+    )
 
 
 class _Malformed:
@@ -51,6 +54,7 @@ def _safe_parser(message_type):
             return message_type.FromString(data)
         except DecodeError as e:
             return _Malformed(e)
+
     return parse
 
 
@@ -61,32 +65,41 @@ class RewardServicer:
     async def Score(self, request, context: grpc.aio.ServicerContext):
         async def work():
             return _response(await self._score_one(request))
+
         return await self._guarded(context, work)
 
     async def ScoreBatch(self, request, context: grpc.aio.ServicerContext):
         async def work():
             if isinstance(request, _Malformed):
-                raise BadRequest(f"the request is not a valid ScoreBatchRequest "
-                                 f"({request.error}); strings must be valid UTF-8")
+                raise BadRequest(
+                    f"the request is not a valid ScoreBatchRequest "
+                    f"({request.error}); strings must be valid UTF-8"
+                )
             items = list(request.requests)
             if not 1 <= len(items) <= MAX_BATCH_REQUESTS:
-                raise BadRequest(f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not "
-                                 f"{len(items)}; split it")
-            results = await asyncio.gather(*(self._score_one(item, f"request {i}: ")
-                                             for i, item in enumerate(items)))
+                raise BadRequest(
+                    f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not {len(items)}; split it"
+                )
+            results = await asyncio.gather(
+                *(self._score_one(item, f"request {i}: ") for i, item in enumerate(items))
+            )
             return reward_pb2.ScoreBatchResponse(responses=[_response(r) for r in results])
+
         return await self._guarded(context, work)
 
     async def _score_one(self, request, where: str = ""):
         if isinstance(request, _Malformed):
-            raise BadRequest(f"the request is not a valid ScoreRequest ({request.error}); "
-                             "strings must be valid UTF-8")
+            raise BadRequest(
+                f"the request is not a valid ScoreRequest ({request.error}); "
+                "strings must be valid UTF-8"
+            )
         which = request.WhichOneof("image")
         try:
             return await self.scorer.score(
                 request.image_bytes if which == "image_bytes" else None,
                 request.image_sha256 if which == "image_sha256" else None,
-                list(request.sentences))
+                list(request.sentences),
+            )
         except BadRequest as e:
             if not where:
                 raise
@@ -124,21 +137,33 @@ class RewardServicer:
     async def Info(self, request, context):
         info = self.scorer.backend.info
         return reward_pb2.InfoResponse(
-            backend=info.backend, model=info.model, embedding_dim=info.embedding_dim,
-            context_length=info.context_length, image_size=info.image_size, device=info.device)
+            backend=info.backend,
+            model=info.model,
+            embedding_dim=info.embedding_dim,
+            context_length=info.context_length,
+            image_size=info.image_size,
+            device=info.device,
+        )
 
 
 def _handler(servicer: RewardServicer) -> grpc.GenericRpcHandler:
     def unary(method, request_type, response_type):
         return grpc.unary_unary_rpc_method_handler(
-            method, request_deserializer=_safe_parser(request_type),
-            response_serializer=response_type.SerializeToString)
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "Score": unary(servicer.Score, reward_pb2.ScoreRequest, reward_pb2.ScoreResponse),
-        "ScoreBatch": unary(servicer.ScoreBatch, reward_pb2.ScoreBatchRequest,
-                            reward_pb2.ScoreBatchResponse),
-        "Info": unary(servicer.Info, reward_pb2.InfoRequest, reward_pb2.InfoResponse),
-    })
+            method,
+            request_deserializer=_safe_parser(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Score": unary(servicer.Score, reward_pb2.ScoreRequest, reward_pb2.ScoreResponse),
+            "ScoreBatch": unary(
+                servicer.ScoreBatch, reward_pb2.ScoreBatchRequest, reward_pb2.ScoreBatchResponse
+            ),
+            "Info": unary(servicer.Info, reward_pb2.InfoRequest, reward_pb2.InfoResponse),
+        },
+    )
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -148,9 +173,11 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         self._expected = f"Bearer {token}".encode()
 
         async def deny(request, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or wrong token: send metadata 'authorization: Bearer "
-                                "<CSR_REWARD_TOKEN>'")
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong token: send metadata 'authorization: Bearer <CSR_REWARD_TOKEN>'",
+            )
+
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
 
     async def intercept_service(self, continuation, details):
@@ -166,23 +193,34 @@ def create_server(settings: RewardSettings, scorer: Scorer) -> tuple[grpc.aio.Se
     """Build (not start) the gRPC server on settings.host:grpc_port; port 0 picks a free one."""
     interceptors = [TokenInterceptor(settings.token.get_secret_value())] if settings.token else []
     transport_limit = settings.max_image_bytes + 8 * 1024 * 1024  # image + sentences
-    server = grpc.aio.server(interceptors=interceptors, options=[
-        ("grpc.max_receive_message_length", transport_limit),
-        ("grpc.so_reuseport", 0),
-    ])
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", transport_limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
     server.add_generic_rpc_handlers((_handler(RewardServicer(scorer)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (
+            SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     server.health_servicer = health_servicer  # set SERVING once the worker is ready
     return server, port
 
 
 async def mark_serving(server: grpc.aio.Server, serving: bool) -> None:
-    status = (health_pb2.HealthCheckResponse.SERVING if serving
-              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     for name in ("", SERVICE):
         await server.health_servicer.set(name, status)

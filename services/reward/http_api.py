@@ -26,16 +26,32 @@ from services.reward.scorer import BadRequest, Scorer
 logger = logging.getLogger(__name__)
 
 _SCORE_DOC = {
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {
-            "type": "object", "required": ["sentences"],
-            "properties": {"image_base64": {"type": "string"}, "image_sha256": {"type": "string"},
-                           "sentences": {"type": "array", "items": {"type": "string"}}}}},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["image", "sentences"],
-            "properties": {"image": {"type": "string", "format": "binary"},
-                           "sentences": {"type": "array", "items": {"type": "string"}}}}},
-    }},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["sentences"],
+                    "properties": {
+                        "image_base64": {"type": "string"},
+                        "image_sha256": {"type": "string"},
+                        "sentences": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "sentences"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "sentences": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            },
+        },
+    },
 }
 
 
@@ -87,8 +103,11 @@ async def _parse_multipart(request: Request) -> tuple[bytes | None, str | None, 
 
 
 def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> BodyLimit:
-    app = FastAPI(title="CSR reward service", version="1",
-                  description="CLIP image-relevance R_I = max(100 cos, 0) for CSR.")
+    app = FastAPI(
+        title="CSR reward service",
+        version="1",
+        description="CLIP image-relevance R_I = max(100 cos, 0) for CSR.",
+    )
     metrics = scorer.metrics
     body_limit = scorer.settings.max_image_bytes * 4 // 3 + 8 * 1024 * 1024
 
@@ -98,23 +117,33 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Bo
         given = request.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
-    @app.post("/v1/score", response_model=ScoreOut, openapi_extra=_SCORE_DOC,
-              summary="Score sentences against an image (R_I, cosine, truncation).")
+    @app.post(
+        "/v1/score",
+        response_model=ScoreOut,
+        openapi_extra=_SCORE_DOC,
+        summary="Score sentences against an image (R_I, cosine, truncation).",
+    )
     async def score(request: Request) -> Any:
         started, outcome = time.perf_counter(), "ok"
         try:
             if not authorised(request):
                 outcome = "unauthenticated"
-                return _error(401, outcome, "missing or wrong token: send 'Authorization: "
-                              "Bearer <CSR_REWARD_TOKEN>'")
+                return _error(
+                    401,
+                    outcome,
+                    "missing or wrong token: send 'Authorization: Bearer <CSR_REWARD_TOKEN>'",
+                )
             kind = request.headers.get("content-type", "")
             parse = _parse_multipart if kind.startswith("multipart/") else _parse_json
             image, sha, sentences = await parse(request)
             result = await scorer.score(image, sha, sentences)
-            return ScoreOut(image_sha256=result.image_sha256,
-                            scores=[SentenceScoreOut(relevance=s.relevance, cosine=s.cosine,
-                                                     truncated=s.truncated)
-                                    for s in result.scores])
+            return ScoreOut(
+                image_sha256=result.image_sha256,
+                scores=[
+                    SentenceScoreOut(relevance=s.relevance, cosine=s.cosine, truncated=s.truncated)
+                    for s in result.scores
+                ],
+            )
         except BadRequest as e:
             outcome = e.kind
             return _error(400, e.kind, str(e))
@@ -135,8 +164,12 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Bo
     @app.get("/healthz", summary="200 when the model is loaded and the worker serves.")
     async def healthz() -> Any:
         info = scorer.backend.info
-        body = {"status": "ok" if ready() else "starting", "backend": info.backend,
-                "model": info.model, "device": info.device}
+        body = {
+            "status": "ok" if ready() else "starting",
+            "backend": info.backend,
+            "model": info.model,
+            "device": info.device,
+        }
         return JSONResponse(body, status_code=200 if ready() else 503)
 
     @app.get("/metrics", summary="Prometheus metrics.")

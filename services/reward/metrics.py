@@ -12,15 +12,32 @@ class RewardMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("csr_reward_requests", "Score requests by API and outcome.",
-                                ["api", "outcome"], registry=r)
+        self.requests = Counter(
+            "csr_reward_requests",
+            "Score requests by API and outcome.",
+            ["api", "outcome"],
+            registry=r,
+        )
         self.sentences = Counter("csr_reward_sentences", "Sentences scored.", registry=r)
-        self.batch_size = Histogram("csr_reward_batch_size", "Sentences per text-encoder batch.",
-                                    buckets=_BATCH_BUCKETS, registry=r)
-        self.queue_wait = Histogram("csr_reward_queue_wait_seconds",
-                                    "Time a request's sentences waited for their batch.",
-                                    buckets=_LATENCY_BUCKETS, registry=r)
-        self.latency = Histogram("csr_reward_request_seconds", "Score request latency by API.",
-                                 ["api"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.cache = Counter("csr_reward_image_cache", "Image-embedding cache lookups.",
-                             ["result"], registry=r)
+        self.batch_size = Histogram(
+            "csr_reward_batch_size",
+            "Sentences per text-encoder batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "csr_reward_queue_wait_seconds",
+            "Time a request's sentences waited for their batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "csr_reward_request_seconds",
+            "Score request latency by API.",
+            ["api"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter(
+            "csr_reward_image_cache", "Image-embedding cache lookups.", ["result"], registry=r
+        )

@@ -99,8 +99,14 @@ class OpenClipBackend(ClipBackend):
     """open_clip: a built-in name with a pretrained tag or checkpoint, or a local directory,
     built with the activation its weights were trained with (open_clip_weights.py)."""
 
-    def __init__(self, model: str, pretrained: str, device: torch.device, precision: str,
-                 quick_gelu: str = "auto"):
+    def __init__(
+        self,
+        model: str,
+        pretrained: str,
+        device: torch.device,
+        precision: str,
+        quick_gelu: str = "auto",
+    ):
         super().__init__(device, precision)
         import open_clip
 
@@ -116,14 +122,21 @@ class OpenClipBackend(ClipBackend):
             raise ModelLoadError(
                 f"cannot load open_clip model {model!r} (pretrained={pretrained!r}): {e}. Offline, "
                 "use a directory with open_clip_config.json and weights, or a built-in name with "
-                "a local checkpoint file as pretrained") from e
+                "a local checkpoint file as pretrained"
+            ) from e
         self.model.eval()
         context = int(getattr(self._tokenizer, "context_length", 77))
         image_size = self.model.visual.image_size
-        self.info = ModelInfo("open_clip", model, int(self.model.text_projection.shape[-1])
-                              if hasattr(self.model, "text_projection") else 0, context,
-                              int(image_size[0] if isinstance(image_size, (tuple, list))
-                                  else image_size), str(device))
+        self.info = ModelInfo(
+            "open_clip",
+            model,
+            int(self.model.text_projection.shape[-1])
+            if hasattr(self.model, "text_projection")
+            else 0,
+            context,
+            int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size),
+            str(device),
+        )
 
     def _create(self, name: str, pretrained: str, source: WeightsSource):
         """(model, inference transform). open_clip reads tags, directories and its own files;
@@ -134,13 +147,15 @@ class OpenClipBackend(ClipBackend):
         if source.kind == "openai-file":
             with random_init_warning_silenced():
                 model, _, transform = open_clip.create_model_and_transforms(
-                    name, pretrained=None, device=self.device, **arguments)
+                    name, pretrained=None, device=self.device, **arguments
+                )
             model.load_state_dict(read_openai_checkpoint(pretrained))
             logger.info("loaded OpenAI-format weights from %s", pretrained)
             return model, transform
         weights = None if source.kind == "directory" else (pretrained or None)
         model, _, transform = open_clip.create_model_and_transforms(
-            name, pretrained=weights, device=self.device, **arguments)
+            name, pretrained=weights, device=self.device, **arguments
+        )
         return model, transform
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
@@ -186,11 +201,18 @@ class HFClipBackend(ClipBackend):
         except Exception as e:  # OSError, ValueError, hub errors: all mean "cannot load this"
             raise ModelLoadError(
                 f"cannot load Hugging Face CLIP {model!r}: {e}. Offline, give a local directory "
-                "with config.json, weights, tokenizer and preprocessor_config.json") from e
+                "with config.json, weights, tokenizer and preprocessor_config.json"
+            ) from e
         config = self.model.config
         self.context_length = int(config.text_config.max_position_embeddings)
-        self.info = ModelInfo("hf", model, int(config.projection_dim), self.context_length,
-                              int(config.vision_config.image_size), str(device))
+        self.info = ModelInfo(
+            "hf",
+            model,
+            int(config.projection_dim),
+            self.context_length,
+            int(config.vision_config.image_size),
+            str(device),
+        )
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         return self._processor(images=images, return_tensors="pt")["pixel_values"]
@@ -198,8 +220,13 @@ class HFClipBackend(ClipBackend):
     def tokenize(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:
         full = self._tokenizer(texts, truncation=False)["input_ids"]
         flags = [len(ids) > self.context_length for ids in full]
-        tokens = self._tokenizer(texts, padding=True, truncation=True,
-                                 max_length=self.context_length, return_tensors="pt")
+        tokens = self._tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
+        )
         return dict(tokens), flags
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -209,8 +236,14 @@ class HFClipBackend(ClipBackend):
         return _pooled(self.model.get_text_features(**tokens))
 
 
-def load_backend(backend: str, model: str, pretrained: str = "", device: str = "auto",
-                 precision: str = "auto", quick_gelu: str = "auto") -> ClipBackend:
+def load_backend(
+    backend: str,
+    model: str,
+    pretrained: str = "",
+    device: str = "auto",
+    precision: str = "auto",
+    quick_gelu: str = "auto",
+) -> ClipBackend:
     """Load the configured CLIP; fail with ModelLoadError naming the model.
 
     quick_gelu (open_clip only): auto, true or false, as CSR_REWARD_QUICK_GELU."""

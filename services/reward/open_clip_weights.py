@@ -79,8 +79,10 @@ def _state_dict_keys(path: str | Path) -> set[str]:
         except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling and format errors come in many kinds
-        raise UnknownActivation(f"cannot read checkpoint file {str(path)!r}: {e}. Give a "
-                                "state dict, a TorchScript archive or a .safetensors file") from e
+        raise UnknownActivation(
+            f"cannot read checkpoint file {str(path)!r}: {e}. Give a "
+            "state dict, a TorchScript archive or a .safetensors file"
+        ) from e
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     return set(content) if isinstance(content, dict) else set()
@@ -127,8 +129,9 @@ def _inferred(model: str, pretrained: str) -> WeightsSource:
         return WeightsSource("none", None, "no pretrained weights: the config's activation")
     tag = open_clip.get_pretrained_cfg(model, pretrained)  # open_clip, too, tries a tag first
     if tag:
-        return WeightsSource("tag", bool(tag.get("quick_gelu", False)),
-                             f"pretrained tag {pretrained!r}")
+        return WeightsSource(
+            "tag", bool(tag.get("quick_gelu", False)), f"pretrained tag {pretrained!r}"
+        )
     if not Path(pretrained).is_file():  # neither: open_clip's own error names the choices
         return WeightsSource("tag", None, "unknown tag")
     if checkpoint_format(pretrained) == "openai":
@@ -138,8 +141,9 @@ def _inferred(model: str, pretrained: str) -> WeightsSource:
     return WeightsSource("unmarked-file", None, "nothing in the file or the name says")
 
 
-def resolve_weights(model: str, pretrained: str,
-                    setting: Literal["auto", "true", "false"]) -> WeightsSource:
+def resolve_weights(
+    model: str, pretrained: str, setting: Literal["auto", "true", "false"]
+) -> WeightsSource:
     """Where the weights come from and the activation to build with (module docstring)."""
     inferred = _inferred(model, pretrained)
     if setting == "auto":
@@ -149,12 +153,18 @@ def resolve_weights(model: str, pretrained: str,
                 "is neither OpenAI's TorchScript archive nor a state dict taken from one, and "
                 f"{model!r} is not a -quickgelu model. Set CSR_REWARD_QUICK_GELU=true for OpenAI's "
                 "weights (and others trained with QuickGELU) or false for weights trained with "
-                "GELU (most LAION and DataComp ones)")
+                "GELU (most LAION and DataComp ones)"
+            )
         return inferred
     chosen = setting == "true"
     if inferred.quick_gelu is not None and inferred.quick_gelu != chosen:
-        logger.warning("CSR_REWARD_QUICK_GELU=%s, but %s says %s: building with %s as set",
-                       setting, inferred.reason, _name(inferred.quick_gelu), _name(chosen))
+        logger.warning(
+            "CSR_REWARD_QUICK_GELU=%s, but %s says %s: building with %s as set",
+            setting,
+            inferred.reason,
+            _name(inferred.quick_gelu),
+            _name(chosen),
+        )
     return WeightsSource(inferred.kind, chosen, f"CSR_REWARD_QUICK_GELU={setting}")
 
 

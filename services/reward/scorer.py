@@ -50,15 +50,25 @@ class ScoreResult:
 
 
 class Scorer:
-    def __init__(self, backend: ClipBackend, settings: RewardSettings, executor: Executor,
-                 metrics: RewardMetrics):
+    def __init__(
+        self,
+        backend: ClipBackend,
+        settings: RewardSettings,
+        executor: Executor,
+        metrics: RewardMetrics,
+    ):
         self.backend, self.settings, self.metrics = backend, settings, metrics
         self._executor = executor
         self.cache = EmbeddingCache(settings.cache_bytes)
         self._inflight: dict[str, asyncio.Future] = {}
-        self.batcher = TextBatcher(self._encode_texts, executor, settings.max_batch_size,
-                                   settings.max_wait_ms / 1000.0, settings.max_queue_sentences,
-                                   metrics)
+        self.batcher = TextBatcher(
+            self._encode_texts,
+            executor,
+            settings.max_batch_size,
+            settings.max_wait_ms / 1000.0,
+            settings.max_queue_sentences,
+            metrics,
+        )
 
     def _encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, bool]]:
         embeddings, truncated = self.backend.encode_texts_flagged(texts)
@@ -69,35 +79,45 @@ class Scorer:
         if not sentences:
             raise BadRequest("no sentences: send 1 or more sentences to score")
         if len(sentences) > limit:
-            raise BadRequest(f"{len(sentences)} sentences in one request; the limit is {limit}: "
-                             "split the request")
+            raise BadRequest(
+                f"{len(sentences)} sentences in one request; the limit is {limit}: "
+                "split the request"
+            )
         for i, sentence in enumerate(sentences):
             if not sentence.strip():
                 raise BadRequest(f"sentence {i} is empty or blank: send text to score")
             if len(sentence) > self.settings.max_sentence_chars:
-                raise BadRequest(f"sentence {i} has {len(sentence)} characters; the limit is "
-                                 f"{self.settings.max_sentence_chars}")
+                raise BadRequest(
+                    f"sentence {i} has {len(sentence)} characters; the limit is "
+                    f"{self.settings.max_sentence_chars}"
+                )
 
-    async def score(self, image_bytes: bytes | None, image_sha256: str | None,
-                    sentences: list[str]) -> ScoreResult:
+    async def score(
+        self, image_bytes: bytes | None, image_sha256: str | None, sentences: list[str]
+    ) -> ScoreResult:
         self.check_sentences(sentences)
         sha, image = await self._image_embedding(image_bytes, image_sha256)
         encoded = await self.batcher.submit(sentences)
         self.metrics.sentences.inc(len(sentences))
         cosines = torch.stack([emb for emb, _ in encoded]) @ image
-        scores = [Score(relevance_score(c), c, truncated)
-                  for c, (_, truncated) in zip(cosines.clamp(-1.0, 1.0).tolist(), encoded)]
+        scores = [
+            Score(relevance_score(c), c, truncated)
+            for c, (_, truncated) in zip(cosines.clamp(-1.0, 1.0).tolist(), encoded)
+        ]
         return ScoreResult(sha, scores)
 
-    async def _image_embedding(self, image_bytes: bytes | None,
-                               image_sha256: str | None) -> tuple[str, torch.Tensor]:
+    async def _image_embedding(
+        self, image_bytes: bytes | None, image_sha256: str | None
+    ) -> tuple[str, torch.Tensor]:
         if image_bytes is None:
             return self._cached_image(image_sha256)
         if len(image_bytes) == 0:
             raise BadRequest("the image is empty (0 bytes): send an encoded image file")
         if len(image_bytes) > self.settings.max_image_bytes:
-            raise BadRequest(f"the image has {len(image_bytes)} bytes; the limit is "
-                             f"{self.settings.max_image_bytes}: send a smaller image")
+            raise BadRequest(
+                f"the image has {len(image_bytes)} bytes; the limit is "
+                f"{self.settings.max_image_bytes}: send a smaller image"
+            )
         sha = hashlib.sha256(image_bytes).hexdigest()
         cached = self.cache.get(sha)
         if cached is not None:
@@ -107,7 +127,8 @@ class Scorer:
         pending = self._inflight.get(sha)
         if pending is None:  # first request for this image: encode it once for everyone
             pending = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encode_image, image_bytes)
+                self._executor, self._encode_image, image_bytes
+            )
             self._inflight[sha] = pending
             pending.add_done_callback(lambda done: self._image_done(sha, done))
         return sha, await asyncio.shield(pending)
@@ -121,16 +142,19 @@ class Scorer:
 
     def _cached_image(self, image_sha256: str | None) -> tuple[str, torch.Tensor]:
         if not image_sha256:
-            raise BadRequest("no image: send image bytes, or the image_sha256 of an image sent "
-                             "before")
+            raise BadRequest(
+                "no image: send image bytes, or the image_sha256 of an image sent before"
+            )
         if not _SHA256.fullmatch(image_sha256):
-            raise BadRequest(f"image_sha256 {image_sha256[:80]!r} is not 64 lower-case hex "
-                             "characters")
+            raise BadRequest(
+                f"image_sha256 {image_sha256[:80]!r} is not 64 lower-case hex characters"
+            )
         cached = self.cache.get(image_sha256)
         self.metrics.cache.labels("hit" if cached is not None else "miss").inc()
         if cached is None:
-            raise UnknownImage(f"this worker does not hold image {image_sha256}: send the image "
-                               "bytes")
+            raise UnknownImage(
+                f"this worker does not hold image {image_sha256}: send the image bytes"
+            )
         return image_sha256, cached
 
     def _encode_image(self, image_bytes: bytes) -> torch.Tensor:
@@ -141,13 +165,17 @@ class Scorer:
             with Image.open(io.BytesIO(image_bytes)) as image:
                 width, height = image.size
                 if width * height > self.settings.max_image_pixels:
-                    raise BadRequest(f"the image is {width}x{height} pixels; the limit is "
-                                     f"{self.settings.max_image_pixels} pixels")
+                    raise BadRequest(
+                        f"the image is {width}x{height} pixels; the limit is "
+                        f"{self.settings.max_image_pixels} pixels"
+                    )
                 if width == 0 or height == 0:
                     raise BadRequest("the image has no pixels")
                 return image.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             if isinstance(e, BadRequest):
                 raise
-            raise BadRequest(f"the image bytes are not a decodable image ({e}): send a PNG, JPEG "
-                             "or other image file") from e
+            raise BadRequest(
+                f"the image bytes are not a decodable image ({e}): send a PNG, JPEG "
+                "or other image file"
+            ) from e

@@ -49,8 +49,11 @@ class RewardWorker:
         loop = asyncio.get_running_loop()
         if self._backend is None:
             self._backend = await loop.run_in_executor(
-                self._executor, lambda: load_backend(s.backend, s.model, s.pretrained, s.device,
-                                                     s.precision, s.quick_gelu))
+                self._executor,
+                lambda: load_backend(
+                    s.backend, s.model, s.pretrained, s.device, s.precision, s.quick_gelu
+                ),
+            )
         self.scorer = Scorer(self._backend, s, self._executor, RewardMetrics())
         self.scorer.batcher.start()
         self.grpc_server, self.grpc_port = create_server(s, self.scorer)
@@ -60,8 +63,12 @@ class RewardWorker:
             await self._start_http()
         self._ready = True
         await mark_serving(self.grpc_server, True)
-        logger.info("reward worker serving %s on grpc :%d http :%s", self._backend.info.model,
-                    self.grpc_port, self.http_port or "off")
+        logger.info(
+            "reward worker serving %s on grpc :%d http :%s",
+            self._backend.info.model,
+            self.grpc_port,
+            self.http_port or "off",
+        )
 
     async def _start_http(self) -> None:
         s = self.settings
@@ -75,8 +82,9 @@ class RewardWorker:
         self.http_port = sock.getsockname()[1]
         token = s.token.get_secret_value() if s.token else None
         app = create_http_app(self.scorer, token, ready=lambda: self._ready)
-        self._http = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                                   lifespan="off"))
+        self._http = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        )
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve(sockets=[sock]))
         while not self._http.started:
             if self._http_task.done():

@@ -52,8 +52,11 @@ class AdapterStore:
 
     def versions(self) -> list[int]:
         """Published versions, oldest first (directories with a manifest only)."""
-        found = [int(p.name) for p in self.root.iterdir()
-                 if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file()]
+        found = [
+            int(p.name)
+            for p in self.root.iterdir()
+            if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file()
+        ]
         return sorted(found)
 
     def latest(self) -> int:
@@ -97,8 +100,10 @@ class AdapterStore:
         """save(directory) writes the adapter; returns the published version's directory."""
         final = self.path(version)
         if final.exists():
-            raise StoreError(f"adapter version {version} already exists at {final}; versions "
-                             "are never overwritten")
+            raise StoreError(
+                f"adapter version {version} already exists at {final}; versions "
+                "are never overwritten"
+            )
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self.root))
         try:
             save(staging)
@@ -118,7 +123,7 @@ class AdapterStore:
 
     def prune(self) -> None:
         """Remove all but the newest `keep` versions, and staging left by a crash."""
-        for old in self.versions()[:-self.keep]:
+        for old in self.versions()[: -self.keep]:
             shutil.rmtree(self.path(old), ignore_errors=True)
             logger.info("removed adapter version %d (keeping %d)", old, self.keep)
         for staging in self.root.glob(".staging-*"):

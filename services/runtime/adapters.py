@@ -41,8 +41,11 @@ def sha256_file(path: Path) -> str:
 def write_manifest(directory: str | Path, version: str, base_model: str, **extra) -> Manifest:
     """What a publisher writes beside the adapter (the trainer does this on publication)."""
     directory = Path(directory)
-    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir())
-             if p.is_file() and p.name != MANIFEST}
+    files = {
+        p.name: sha256_file(p)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
     data = {"version": version, "base_model": base_model, "files": files, **extra}
     (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True))
     return Manifest(version, base_model, files)
@@ -55,23 +58,31 @@ def validate_adapter(directory: str | Path, base_model: str) -> Manifest:
         raise AdapterError(f"adapter {directory} is not a directory")
     for required in ("adapter_config.json", "adapter_model.safetensors", MANIFEST):
         if not (directory / required).is_file():
-            raise AdapterError(f"adapter {directory} lacks {required} (PEFT format with "
-                               "safetensors weights and the publisher's manifest)")
+            raise AdapterError(
+                f"adapter {directory} lacks {required} (PEFT format with "
+                "safetensors weights and the publisher's manifest)"
+            )
     pickles = [p.name for p in directory.iterdir() if p.suffix in _PICKLE_SUFFIXES]
     if pickles:
-        raise AdapterError(f"adapter {directory} holds pickled weights ({', '.join(pickles)}): "
-                           "only safetensors are loaded")
+        raise AdapterError(
+            f"adapter {directory} holds pickled weights ({', '.join(pickles)}): "
+            "only safetensors are loaded"
+        )
     try:
         data = json.loads((directory / MANIFEST).read_text())
         manifest = Manifest(str(data["version"]), str(data["base_model"]), dict(data["files"]))
     except (ValueError, KeyError, TypeError) as e:
         raise AdapterError(f"adapter {directory}: unreadable {MANIFEST}: {e}") from e
     if manifest.base_model != base_model:
-        raise AdapterError(f"adapter {directory} was trained on {manifest.base_model!r}, but "
-                           f"this generator serves {base_model!r}")
+        raise AdapterError(
+            f"adapter {directory} was trained on {manifest.base_model!r}, but "
+            f"this generator serves {base_model!r}"
+        )
     for name, expected in manifest.files.items():
         path = directory / name
         if not path.is_file() or sha256_file(path) != expected:
-            raise AdapterError(f"adapter {directory}: {name} is missing or does not match its "
-                               "sha256 in the manifest (corrupt or partly written)")
+            raise AdapterError(
+                f"adapter {directory}: {name} is missing or does not match its "
+                "sha256 in the manifest (corrupt or partly written)"
+            )
     return manifest

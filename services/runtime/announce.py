@@ -41,13 +41,25 @@ def make_announcer(client: redis.Redis, admin_targets: list[str], timeout: float
             with grpc.insecure_channel(target) as channel:
                 stub = generator_pb2_grpc.GeneratorAdminStub(channel)
                 try:
-                    answer = stub.LoadAdapter(generator_pb2.LoadAdapterRequest(
-                        path=path, version=version), timeout=timeout)
-                    logger.info("generator %s serves adapter %s (swap %.3fs)", target,
-                                answer.version, answer.swap_seconds)
+                    answer = stub.LoadAdapter(
+                        generator_pb2.LoadAdapterRequest(path=path, version=version),
+                        timeout=timeout,
+                    )
+                    logger.info(
+                        "generator %s serves adapter %s (swap %.3fs)",
+                        target,
+                        answer.version,
+                        answer.swap_seconds,
+                    )
                 except grpc.RpcError as e:  # the item-level adapter still gets it there
-                    logger.warning("generator %s did not load adapter %s: %s %s", target,
-                                   version, e.code().name, e.details())
+                    logger.warning(
+                        "generator %s did not load adapter %s: %s %s",
+                        target,
+                        version,
+                        e.code().name,
+                        e.details(),
+                    )
+
     return announce
 
 
@@ -68,9 +80,13 @@ class AdapterSubscriber:
         except (ValueError, KeyError, TypeError) as e:
             logger.error("ignored a malformed adapter announcement %r: %s", message["data"], e)
             return
-        pending.add_done_callback(lambda done: logger.info(
-            "announced adapter %s: %s", data["path"],
-            done.exception() or f"serving {done.result()}"))
+        pending.add_done_callback(
+            lambda done: logger.info(
+                "announced adapter %s: %s",
+                data["path"],
+                done.exception() or f"serving {done.result()}",
+            )
+        )
 
     def start(self) -> AdapterSubscriber:
         self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)

@@ -69,18 +69,23 @@ def _cell(text: str) -> str:
 def algorithm_markdown() -> str:
     """A Markdown table of every algorithm setting: key, default, meaning."""
     rows = [ALGORITHM_HEADER, "|---|---|---|"]
-    rows += [f"| `{name}` | `{_cell(_yaml_value(default))}` | {_cell(help_text)} |"
-             for name, default, help_text in algorithm_fields()]
+    rows += [
+        f"| `{name}` | `{_cell(_yaml_value(default))}` | {_cell(help_text)} |"
+        for name, default, help_text in algorithm_fields()
+    ]
     return "\n".join(rows)
 
 
 def algorithm_yaml() -> str:
     """Every algorithm setting at its default, each with its help as a comment: a file that
     CSRConfig.from_dict reads back to the defaults."""
-    lines = ["# Every algorithm setting at its default (generated from csr/config.py by",
-             "# `python -m csr_cli.docs README.md`; do not edit). Copy the keys you change",
-             "# into your own file: omitted keys keep their defaults. preset: authors-code",
-             "# starts from the released code's settings instead.", "preset: paper"]
+    lines = [
+        "# Every algorithm setting at its default (generated from csr/config.py by",
+        "# `python -m csr_cli.docs README.md`; do not edit). Copy the keys you change",
+        "# into your own file: omitted keys keep their defaults. preset: authors-code",
+        "# starts from the released code's settings instead.",
+        "preset: paper",
+    ]
     section = ""
     for name, default, help_text in algorithm_fields():
         head, _, key = name.rpartition(".")

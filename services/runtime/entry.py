@@ -1,8 +1,9 @@
 """How every `csr <service>` command starts a service: settings from the environment, then run.
 
 A bad setting is a usage error naming it, and so is a variable with the service's prefix that
-is none of its settings (a typo, or an algorithm setting that belongs in the algorithm file); a start-up failure of `fatal` kinds (a model that
-cannot be loaded, say) prints its message and exits with status 2 instead of a traceback.
+is none of its settings (a typo, or an algorithm setting that belongs in the algorithm file).
+A start-up failure of `fatal` kinds (a model that cannot be loaded, say) prints its message
+and exits with status 2 instead of a traceback.
 """
 
 from __future__ import annotations
@@ -27,15 +28,22 @@ def unknown_settings(settings_class: type[BaseSettings], names: Iterable[str]) -
     if not strange:
         return ""
     keys = {name.rpartition(".")[2]: name for name, _, _ in algorithm_fields()}
-    hints = [f"{n} is the algorithm setting {keys[n[len(prefix):].lower()]}: set it in the "
-             f"algorithm file ({prefix}ALGORITHM)" for n in strange
-             if n[len(prefix):].lower() in keys]
-    return "; ".join([f"unknown settings {strange} (see the README's configuration "
-                      "reference)", *hints])
+    hints = [
+        f"{n} is the algorithm setting {keys[n[len(prefix) :].lower()]}: set it in the "
+        f"algorithm file ({prefix}ALGORITHM)"
+        for n in strange
+        if n[len(prefix) :].lower() in keys
+    ]
+    return "; ".join(
+        [f"unknown settings {strange} (see the README's configuration reference)", *hints]
+    )
 
 
-def run_service(settings_class: type[BaseSettings], run: Callable[[BaseSettings], object],
-                fatal: tuple[type[Exception], ...]) -> None:
+def run_service(
+    settings_class: type[BaseSettings],
+    run: Callable[[BaseSettings], object],
+    fatal: tuple[type[Exception], ...],
+) -> None:
     prefix = settings_class.model_config.get("env_prefix", "")
     strange = unknown_settings(settings_class, os.environ)
     if strange:

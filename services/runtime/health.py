@@ -20,13 +20,16 @@ def serve_http(status: Status, registry: CollectorRegistry, host: str, port: int
     """Start the endpoints in a daemon thread; returns (server, port). Port 0 picks one."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             if self.path == "/metrics":
                 body, kind, code = generate_latest(registry), CONTENT_TYPE_LATEST, 200
             elif self.path == "/healthz":
                 healthy, shown = status()
-                body, kind, code = json.dumps(shown).encode(), "application/json", (
-                    200 if healthy else 503)
+                body, kind, code = (
+                    json.dumps(shown).encode(),
+                    "application/json",
+                    (200 if healthy else 503),
+                )
             else:
                 body, kind, code = b'{"error": "not found"}', "application/json", 404
             self.send_response(code)

@@ -1,4 +1,5 @@
-"""The reading side of the pair stream (the trainer's): consumer group reads, acknowledgement, dead letters.
+"""The reading side of the pair stream (the trainer's): consumer group reads,
+acknowledgement, dead letters.
 
 Owns the delivery guarantees of training. Records are read through the consumer group
 "trainers"; a record is acknowledged only after the adapter trained on it has been published
@@ -22,8 +23,6 @@ from csr.training import VersionError, version_number
 from services.runtime.keys import DEAD_LETTERS, PAIR_GROUP, PAIRS, STALE
 
 logger = logging.getLogger(__name__)
-
-
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,21 @@ class PairConsumer:
         return self._usable(self._read_group(">", count, block_ms))
 
     def _read_group(self, start: str, count: int, block_ms: int) -> list:
-        answer = self.redis.xreadgroup(PAIR_GROUP, self.consumer, {PAIRS: start}, count=count,
-                                       block=block_ms if start == ">" and block_ms > 0 else None)
+        answer = self.redis.xreadgroup(
+            PAIR_GROUP,
+            self.consumer,
+            {PAIRS: start},
+            count=count,
+            block=block_ms if start == ">" and block_ms > 0 else None,
+        )
         entries = [entry for _, entries in answer or [] for entry in entries]
         self.last_read = len(entries)
         return entries
 
     def _usable(self, entries) -> list[Delivered]:
         usable = []
-        for entry_id, fields in entries:
-            entry_id = _text(entry_id)
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
             if not fields:  # deleted from the stream while pending (Redis 6.2 lists it)
                 self.ack([entry_id])
                 continue
@@ -94,8 +98,7 @@ class PairConsumer:
         logger.error("pair %s is unusable and goes to %s: %s", entry_id, DEAD_LETTERS, reason)
         raw = fields.get(b"record", fields.get("record", b"")) or b""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(DEAD_LETTERS, {"entry_id": entry_id, "reason": reason[:2000],
-                                     "record": raw})
+            pipe.xadd(DEAD_LETTERS, {"entry_id": entry_id, "reason": reason[:2000], "record": raw})
             pipe.xack(PAIRS, PAIR_GROUP, entry_id)
             pipe.execute()
 
@@ -112,8 +115,9 @@ class PairConsumer:
             self.redis.xack(PAIRS, PAIR_GROUP, *entry_ids)
 
     def dead_letters(self) -> list[dict[str, str]]:
-        return [{_text(k): _text(v) for k, v in f.items()}
-                for _, f in self.redis.xrange(DEAD_LETTERS)]
+        return [
+            {_text(k): _text(v) for k, v in f.items()} for _, f in self.redis.xrange(DEAD_LETTERS)
+        ]
 
     def stale_count(self) -> int:
         return int(self.redis.get(STALE) or 0)

@@ -24,9 +24,11 @@ def load_prompt_set(path: str, iteration: int) -> list[WorkItem]:
         if missing:
             raise ValueError(f"prompt set {path}, entry {n}: missing {', '.join(sorted(missing))}")
         if not isinstance(row["image"], str):
-            raise ValueError(f"prompt set {path}, entry {n}: image must be a path under the "
-                             f"image root, not {type(row['image']).__name__} (images are never "
-                             "copied into Redis)")
+            raise ValueError(
+                f"prompt set {path}, entry {n}: image must be a path under the "
+                f"image root, not {type(row['image']).__name__} (images are never "
+                "copied into Redis)"
+            )
         prompt = str(row["input"]).replace("<image>", "").strip()
         items.append(WorkItem(str(row["id"]), prompt, row["image"], iteration))
     return items
@@ -39,12 +41,15 @@ def _read_rows(path: str) -> list:
 
             dataset = load_from_disk(path)
         except (ImportError, FileNotFoundError, ValueError) as e:
-            raise ValueError(f"prompt set {path} is a folder but not a saved Hugging Face "
-                             f"dataset (datasets.save_to_disk): {e}") from e
+            raise ValueError(
+                f"prompt set {path} is a folder but not a saved Hugging Face "
+                f"dataset (datasets.save_to_disk): {e}"
+            ) from e
         if hasattr(dataset, "keys"):  # a DatasetDict: one split is a prompt set
             if len(dataset) != 1:
-                raise ValueError(f"prompt set {path} has splits {sorted(dataset)}; save the "
-                                 "one split to use")
+                raise ValueError(
+                    f"prompt set {path} has splits {sorted(dataset)}; save the one split to use"
+                )
             dataset = next(iter(dataset.values()))
         return list(dataset)
     with open(path, encoding="utf-8") as handle:

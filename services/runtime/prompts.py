@@ -37,7 +37,6 @@ from services.runtime.keys import (
 logger = logging.getLogger(__name__)
 
 
-
 _ENQUEUE = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[2], '*', 'prompt_id', ARGV[2], 'prompt', ARGV[3], 'image', ARGV[4],
@@ -91,8 +90,15 @@ class WorkItem:
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict) -> WorkItem:
         text = {_str(k): _str(v) for k, v in fields.items()}
-        return cls(text["prompt_id"], text["prompt"], text["image"], int(text["iteration"]),
-                   _str(entry_id), text.get("adapter", ""), text.get("adapter_version", ""))
+        return cls(
+            text["prompt_id"],
+            text["prompt"],
+            text["image"],
+            int(text["iteration"]),
+            _str(entry_id),
+            text.get("adapter", ""),
+            text.get("adapter_version", ""),
+        )
 
 
 def _pairs(fields) -> dict:
@@ -107,8 +113,9 @@ def _str(value) -> str:
 
 
 class PromptStreams:
-    def __init__(self, client: redis.Redis, reclaim_after_ms: int = 60_000,
-                 max_deliveries: int = 5):
+    def __init__(
+        self, client: redis.Redis, reclaim_after_ms: int = 60_000, max_deliveries: int = 5
+    ):
         self.redis, self.reclaim_after_ms = client, reclaim_after_ms
         self.max_deliveries = max_deliveries
         self._publish = client.register_script(_PUBLISH)
@@ -128,9 +135,20 @@ class PromptStreams:
         others not) cannot pass for a finished iteration; queuing again completes it."""
         added = 0
         for item in items:  # marking and queuing in one atomic step: a crash loses nothing
-            added += int(self._enqueue(keys=[LOADED, PROMPTS, QUEUED], args=[
-                f"{item.iteration}:{item.prompt_id}", item.prompt_id, item.prompt, item.image,
-                str(item.iteration), item.adapter, item.adapter_version]))
+            added += int(
+                self._enqueue(
+                    keys=[LOADED, PROMPTS, QUEUED],
+                    args=[
+                        f"{item.iteration}:{item.prompt_id}",
+                        item.prompt_id,
+                        item.prompt,
+                        item.image,
+                        str(item.iteration),
+                        item.adapter,
+                        item.adapter_version,
+                    ],
+                )
+            )
         if seal and items:
             self.redis.hset(SEALED, mapping={str(i.iteration): 1 for i in items})
         return added
@@ -147,16 +165,28 @@ class PromptStreams:
             return own
         # Redis 6.2 answers [cursor, entries] and gives an entry deleted from the stream as
         # (nil, nil) while claiming it (it stays pending unless acknowledged); 7.x drops them.
-        stale = self.redis.execute_command("XAUTOCLAIM", PROMPTS, PROMPT_GROUP, consumer,
-                                           self.reclaim_after_ms, "0-0", "COUNT", count)[1]
+        stale = self.redis.execute_command(
+            "XAUTOCLAIM",
+            PROMPTS,
+            PROMPT_GROUP,
+            consumer,
+            self.reclaim_after_ms,
+            "0-0",
+            "COUNT",
+            count,
+        )[1]
         if any(not fields for _, fields in stale):
             self._ack_deleted(consumer)
         stale = [(entry_id, _pairs(fields)) for entry_id, fields in stale if fields]
-        items = [item for item in (WorkItem.from_entry(i, f) for i, f in stale if f)
-                 if not self._over_delivered(item)]
+        items = [
+            item
+            for item in (WorkItem.from_entry(i, f) for i, f in stale if f)
+            if not self._over_delivered(item)
+        ]
         if len(items) < count:
-            answer = self.redis.xreadgroup(PROMPT_GROUP, consumer, {PROMPTS: ">"},
-                                           count=count - len(items), block=block_ms)
+            answer = self.redis.xreadgroup(
+                PROMPT_GROUP, consumer, {PROMPTS: ">"}, count=count - len(items), block=block_ms
+            )
             for _, entries in answer or []:
                 items.extend(WorkItem.from_entry(i, f) for i, f in entries)
         return items
@@ -176,29 +206,51 @@ class PromptStreams:
 
     def _ack_deleted(self, consumer: str) -> None:
         """Acknowledge the entries this consumer holds that no longer exist in the stream."""
-        held = self.redis.xpending_range(PROMPTS, PROMPT_GROUP, "-", "+", 1000, consumername=consumer)
-        gone = [h["message_id"] for h in held
-                if not self.redis.xrange(PROMPTS, h["message_id"], h["message_id"])]
+        held = self.redis.xpending_range(
+            PROMPTS, PROMPT_GROUP, "-", "+", 1000, consumername=consumer
+        )
+        gone = [
+            h["message_id"]
+            for h in held
+            if not self.redis.xrange(PROMPTS, h["message_id"], h["message_id"])
+        ]
         if gone:
             logger.warning("acknowledging %d prompts deleted from %s", len(gone), PROMPTS)
             self.redis.xack(PROMPTS, PROMPT_GROUP, *gone)
 
     def _over_delivered(self, item: WorkItem) -> bool:
-        [info] = self.redis.xpending_range(PROMPTS, PROMPT_GROUP, item.entry_id, item.entry_id, 1) or [
-            {"times_delivered": 0}]
+        [info] = self.redis.xpending_range(
+            PROMPTS, PROMPT_GROUP, item.entry_id, item.entry_id, 1
+        ) or [{"times_delivered": 0}]
         if info["times_delivered"] <= self.max_deliveries:
             return False
-        logger.error("prompt %s (iteration %d) was delivered %d times without finishing; "
-                     "giving up on it (see the %s stream)", item.prompt_id, item.iteration,
-                     info["times_delivered"], FAILED)
+        logger.error(
+            "prompt %s (iteration %d) was delivered %d times without finishing; "
+            "giving up on it (see the %s stream)",
+            item.prompt_id,
+            item.iteration,
+            info["times_delivered"],
+            FAILED,
+        )
         self.fail(item, f"delivered {info['times_delivered']} times without finishing")
         return True
 
     def fail(self, item: WorkItem, reason: str) -> bool:
         """Give up on an item: acknowledge it, count a 'failed' no-pair, keep the reason in the
         failed stream, atomically. False if it had been acknowledged already."""
-        return bool(self._fail(keys=[PROMPTS, FAILED, NO_PAIR, FINISHED], args=[
-            PROMPT_GROUP, item.entry_id, item.prompt_id, str(item.iteration), item.image, reason]))
+        return bool(
+            self._fail(
+                keys=[PROMPTS, FAILED, NO_PAIR, FINISHED],
+                args=[
+                    PROMPT_GROUP,
+                    item.entry_id,
+                    item.prompt_id,
+                    str(item.iteration),
+                    item.image,
+                    reason,
+                ],
+            )
+        )
 
     def keep_alive(self, consumer: str, items: list[WorkItem]) -> None:
         """Reset the idle time of items this consumer still holds, so a batch that runs longer
@@ -211,27 +263,36 @@ class PromptStreams:
         found = self.redis.xpending_range(PROMPTS, PROMPT_GROUP, entry_id, entry_id, 1)
         return _str(found[0]["consumer"]) if found else None
 
-    def publish(self, item: WorkItem, record: PreferenceRecord | None,
-                no_pair_reason: str = "") -> bool:
+    def publish(
+        self, item: WorkItem, record: PreferenceRecord | None, no_pair_reason: str = ""
+    ) -> bool:
         """Append the record (or count the no-pair reason) and acknowledge, atomically.
 
         Returns False when this prompt's pair for the iteration had been published already
         (a repeat after a crash, or by a replica that reclaimed a slow batch)."""
         keys = [PAIRS, DONE, PROMPTS, NO_PAIR, FINISHED]
         if record is None:
-            self._publish(keys=keys, args=["", no_pair_reason, PROMPT_GROUP, item.entry_id,
-                                           str(item.iteration)])
+            self._publish(
+                keys=keys,
+                args=["", no_pair_reason, PROMPT_GROUP, item.entry_id, str(item.iteration)],
+            )
             return False
         key = f"{record.iteration}:{record.prompt_id}"
-        return bool(self._publish(keys=keys, args=[key, record.to_json(), PROMPT_GROUP, item.entry_id,
-                                                   str(item.iteration)]))
+        return bool(
+            self._publish(
+                keys=keys,
+                args=[key, record.to_json(), PROMPT_GROUP, item.entry_id, str(item.iteration)],
+            )
+        )
 
     def pending(self) -> int:
         return int(self.redis.xpending(PROMPTS, PROMPT_GROUP)["pending"])
 
     def pairs(self) -> list[PreferenceRecord]:
-        return [PreferenceRecord.from_json(_str(f[b"record"] if b"record" in f else f["record"]))
-                for _, f in self.redis.xrange(PAIRS)]
+        return [
+            PreferenceRecord.from_json(_str(f[b"record"] if b"record" in f else f["record"]))
+            for _, f in self.redis.xrange(PAIRS)
+        ]
 
     def no_pairs(self) -> dict[str, int]:
         return {_str(k): int(v) for k, v in self.redis.hgetall(NO_PAIR).items()}
@@ -241,8 +302,10 @@ class PromptStreams:
 
     def iteration_progress(self, iteration: int) -> tuple[int, int]:
         """(prompts finished, prompts queued) of one iteration, over every replica."""
-        finished, queued = self.redis.hmget(FINISHED, str(iteration)), self.redis.hmget(
-            QUEUED, str(iteration))
+        finished, queued = (
+            self.redis.hmget(FINISHED, str(iteration)),
+            self.redis.hmget(QUEUED, str(iteration)),
+        )
         return int(finished[0] or 0), int(queued[0] or 0)
 
     def items_of_iteration(self, iteration: int) -> list[WorkItem]:
@@ -254,4 +317,3 @@ class PromptStreams:
         """(prompts finished, prompts queued) over all iterations and replicas."""
         finished = self.redis.scard(DONE) + sum(self.no_pairs().values())
         return int(finished), int(self.redis.scard(LOADED))
-

@@ -20,13 +20,16 @@ def load_vlm(settings: VLMSettings):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
-        settings.dtype, torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        settings.dtype, torch.bfloat16 if device.startswith("cuda") else torch.float32
+    )
     try:
         model = AutoModelForImageTextToText.from_pretrained(settings.model, dtype=dtype)
         processor = AutoProcessor.from_pretrained(settings.model)
     except (OSError, ValueError) as e:
-        raise RuntimeError(f"cannot load VLM {settings.model!r}: {e}. Offline, give a local "
-                           "directory with the model, its processor and chat template") from e
+        raise RuntimeError(
+            f"cannot load VLM {settings.model!r}: {e}. Offline, give a local "
+            "directory with the model, its processor and chat template"
+        ) from e
     return model.to(device).eval(), processor
 
 
@@ -37,8 +40,10 @@ def load_processor(model: str):
     try:
         return AutoProcessor.from_pretrained(model)
     except (OSError, ValueError) as e:
-        raise RuntimeError(f"cannot load the processor of {model!r}: {e}. Offline, give a "
-                           "local directory with the model, its processor and chat template") from e
+        raise RuntimeError(
+            f"cannot load the processor of {model!r}: {e}. Offline, give a "
+            "local directory with the model, its processor and chat template"
+        ) from e
 
 
 def chat_prompt(processor, prompt: str) -> str:
@@ -46,8 +51,7 @@ def chat_prompt(processor, prompt: str) -> str:
     chat template, ready for the assistant's answer, starting with the tokenizer's BOS token
     if it has one. Tokenize it with add_special_tokens=False, as TRL's DPO collator does, so
     generation and training see the same tokens."""
-    messages = [{"role": "user", "content": [{"type": "image"},
-                                             {"type": "text", "text": prompt}]}]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     bos = processor.tokenizer.bos_token
     return text if not bos or text.startswith(bos) else bos + text

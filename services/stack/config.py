@@ -26,10 +26,19 @@ import yaml
 from pydantic import ValidationError
 
 PREFIXES = {"reward": "CSR_REWARD_", "generator": "CSR_GENERATOR_", "trainer": "CSR_TRAINER_"}
-_CHOSEN_BY_UP = {"reward": {"HOST", "GRPC_PORT", "HTTP_PORT"},
-                 "generator": {"REDIS_URL", "REWARD_TARGET", "ADMIN_HOST", "ADMIN_PORT",
-                               "HTTP_PORT", "CONSUMER", "PROGRESS"},
-                 "trainer": {"REDIS_URL", "GENERATOR_ADMIN", "HTTP_HOST", "HTTP_PORT"}}
+_CHOSEN_BY_UP = {
+    "reward": {"HOST", "GRPC_PORT", "HTTP_PORT"},
+    "generator": {
+        "REDIS_URL",
+        "REWARD_TARGET",
+        "ADMIN_HOST",
+        "ADMIN_PORT",
+        "HTTP_PORT",
+        "CONSUMER",
+        "PROGRESS",
+    },
+    "trainer": {"REDIS_URL", "GENERATOR_ADMIN", "HTTP_HOST", "HTTP_PORT"},
+}
 
 
 class StackConfigError(ValueError):
@@ -82,8 +91,10 @@ def load_stack_config(path: str | Path) -> StackConfig:
         raise StackConfigError(f"{path}: expected a mapping with reward, generator, trainer")
     unknown = set(data) - {"run_dir", "algorithm", *PREFIXES}
     if unknown:
-        raise StackConfigError(f"{path}: unknown sections {sorted(unknown)}; use run_dir, "
-                               "algorithm, reward, generator, trainer")
+        raise StackConfigError(
+            f"{path}: unknown sections {sorted(unknown)}; use run_dir, "
+            "algorithm, reward, generator, trainer"
+        )
     settings = {}
     for service in PREFIXES:
         section = data.get(service) or {}
@@ -92,19 +103,28 @@ def load_stack_config(path: str | Path) -> StackConfig:
             raise StackConfigError(f"{path}: {service}.settings must be a mapping")
         taken = {str(k).upper() for k in values} & _CHOSEN_BY_UP[service]
         if taken:
-            raise StackConfigError(f"{path}: {service}.settings sets {sorted(taken)}, which "
-                                   "csr up chooses itself; remove them")
+            raise StackConfigError(
+                f"{path}: {service}.settings sets {sorted(taken)}, which "
+                "csr up chooses itself; remove them"
+            )
         if "algorithm" in data and "ALGORITHM" in {str(k).upper() for k in values}:
-            raise StackConfigError(f"{path}: {service}.settings sets ALGORITHM beside the "
-                                   "file's algorithm section; keep one of them")
+            raise StackConfigError(
+                f"{path}: {service}.settings sets ALGORITHM beside the "
+                "file's algorithm section; keep one of them"
+            )
         settings[service] = {str(k).upper(): _text(v) for k, v in values.items()}
     run_dir = Path(data.get("run_dir", "run"))
     if not run_dir.is_absolute():
         run_dir = path.parent / run_dir
     run_dir = run_dir.resolve()  # adapter paths in Redis must not depend on the cwd
-    return StackConfig(path, run_dir, _count(data.get("reward") or {}, "workers", "reward"),
-                       _count(data.get("generator") or {}, "replicas", "generator"), settings,
-                       _algorithm(data, path))
+    return StackConfig(
+        path,
+        run_dir,
+        _count(data.get("reward") or {}, "workers", "reward"),
+        _count(data.get("generator") or {}, "replicas", "generator"),
+        settings,
+        _algorithm(data, path),
+    )
 
 
 def _algorithm(data: dict, path: Path) -> dict | None:
@@ -124,8 +144,10 @@ def _algorithm(data: dict, path: Path) -> dict | None:
         except (OSError, yaml.YAMLError) as e:
             raise StackConfigError(f"{path}: cannot read the algorithm file {source}: {e}") from e
     if not isinstance(value, dict):
-        raise StackConfigError(f"{path}: algorithm must be a mapping of algorithm settings or "
-                               "the path of a file of them")
+        raise StackConfigError(
+            f"{path}: algorithm must be a mapping of algorithm settings or "
+            "the path of a file of them"
+        )
     try:
         CSRConfig.from_dict(value)
     except (ConfigError, TypeError) as e:
@@ -146,12 +168,13 @@ def check_settings(service: str, env: dict[str, str]) -> None:
     from services.runtime.entry import unknown_settings
     from services.trainer.settings import TrainerSettings
 
-    kind = {"reward": RewardSettings, "generator": GeneratorSettings,
-            "trainer": TrainerSettings}[service]
+    kind = {"reward": RewardSettings, "generator": GeneratorSettings, "trainer": TrainerSettings}[
+        service
+    ]
     strange = unknown_settings(kind, env)
     if strange:
         raise StackConfigError(f"{service}: {strange}")
     try:
-        kind(**{k[len(PREFIXES[service]):].lower(): v for k, v in env.items()})
+        kind(**{k[len(PREFIXES[service]) :].lower(): v for k, v in env.items()})
     except ValidationError as e:
         raise StackConfigError(f"{service}: {e}") from e

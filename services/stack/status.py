@@ -23,9 +23,16 @@ class StackState:
         self.path = path
 
     def write(self, pid: int, redis_url: str, services, counts: dict) -> None:
-        data = {"pid": pid, "redis_url": redis_url, "started": time.time(), "at_start": counts,
-                "services": [{"name": s.name, "pid": s.process.pid, "http_port": s.http_port,
-                              **s.ports} for s in services]}
+        data = {
+            "pid": pid,
+            "redis_url": redis_url,
+            "started": time.time(),
+            "at_start": counts,
+            "services": [
+                {"name": s.name, "pid": s.process.pid, "http_port": s.http_port, **s.ports}
+                for s in services
+            ],
+        }
         staging = self.path.with_suffix(".tmp")
         staging.write_text(json.dumps(data, indent=2))
         os.replace(staging, self.path)
@@ -59,7 +66,8 @@ def read_counts(redis) -> dict:
         groups = [g["name"] for g in redis.xinfo_groups(PAIRS)]
         if PAIR_GROUP in groups or PAIR_GROUP.encode() in groups:
             waiting = redis.xpending(PAIRS, PAIR_GROUP)["pending"] + _undelivered(
-                redis, PAIRS, PAIR_GROUP)
+                redis, PAIRS, PAIR_GROUP
+            )
         else:
             waiting = pairs
     return {"finished": finished, "queued": queued, "pairs": pairs, "waiting": waiting}
@@ -89,7 +97,9 @@ def status_line(redis, state: dict) -> str:
     trainer = _trainer_facts(state)
     minutes = max((time.time() - state.get("started", time.time())) / 60, 1e-9)
     made = counts["pairs"] - state.get("at_start", {}).get("pairs", counts["pairs"])
-    return (f"iteration {trainer.get('iteration', '?')}, adapter "
-            f"{trainer.get('adapter_version', '?')} | prompts {counts['finished']}/"
-            f"{counts['queued']} | pairs {counts['pairs']} ({counts['waiting']} waiting for "
-            f"the trainer) | {made / minutes:.1f} pairs/min")
+    return (
+        f"iteration {trainer.get('iteration', '?')}, adapter "
+        f"{trainer.get('adapter_version', '?')} | prompts {counts['finished']}/"
+        f"{counts['queued']} | pairs {counts['pairs']} ({counts['waiting']} waiting for "
+        f"the trainer) | {made / minutes:.1f} pairs/min"
+    )

@@ -8,6 +8,7 @@ in hand: a generator its batch, the trainer its update) and SIGKILL only after t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -41,8 +42,9 @@ class Service:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz",
-                                        timeout=2) as answer:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.http_port}/healthz", timeout=2
+            ) as answer:
                 return answer.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -54,17 +56,23 @@ class Supervisor:
         self.services: list[Service] = []
         self._pumps: list[threading.Thread] = []
 
-    def start(self, service: Service, timeout: float,
-              stopping: threading.Event | None = None) -> None:
+    def start(
+        self, service: Service, timeout: float, stopping: threading.Event | None = None
+    ) -> None:
         """Start a service and return once it is healthy (or once `stopping` is set);
         ServiceFailed otherwise."""
         service.colour = COLOURS[len(self.services) % len(COLOURS)]
         env = {**os.environ, **service.env, "PYTHONUNBUFFERED": "1"}
         service.process = subprocess.Popen(
-            [sys.executable, "-m", "csr_cli.main", *service.command], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            [sys.executable, "-m", "csr_cli.main", *service.command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
             errors="replace",  # a stray byte must not stop the log
-            start_new_session=True)  # our Ctrl-C is ours to forward, in order
+            start_new_session=True,
+        )  # our Ctrl-C is ours to forward, in order
         self.services.append(service)
         pump = threading.Thread(target=self._pump, args=(service,), daemon=True)
         pump.start()
@@ -74,8 +82,10 @@ class Supervisor:
             if stopping is not None and stopping.is_set():
                 return
             if service.process.poll() is not None:
-                raise ServiceFailed(f"{service.name} exited with status "
-                                    f"{service.process.returncode} while starting (see its log)")
+                raise ServiceFailed(
+                    f"{service.name} exited with status "
+                    f"{service.process.returncode} while starting (see its log)"
+                )
             if time.monotonic() > deadline:
                 raise ServiceFailed(f"{service.name} was not healthy within {timeout:.0f}s")
             time.sleep(0.2)
@@ -93,8 +103,7 @@ class Supervisor:
     def exited(self) -> list[Service]:
         return [s for s in self.services if s.process is not None and s.process.poll() is not None]
 
-    def stop(self, grace: float = 60.0, last: Callable[[Service], bool] = lambda s: False
-             ) -> None:
+    def stop(self, grace: float = 60.0, last: Callable[[Service], bool] = lambda s: False) -> None:
         """Stop the services in two waves, each with SIGTERM to all of its services at once
         and, past the grace, SIGKILL: first every service `last` does not pick (the trainer
         and the generators: they stop taking work at once and finish what they hold), then the
@@ -116,8 +125,6 @@ class Supervisor:
             service.process.wait(timeout)
         except subprocess.TimeoutExpired:
             logger.warning("%s did not stop within %.0fs; killing it", service.name, grace)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(service.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             service.process.wait()

@@ -49,29 +49,43 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
     rewards = []
     for i in range(config.reward_workers):
         grpc_port, http_port = free_port(), free_port()
-        env = {**config.env("reward", environ), "CSR_REWARD_HOST": "127.0.0.1",
-               "CSR_REWARD_GRPC_PORT": str(grpc_port), "CSR_REWARD_HTTP_PORT": str(http_port)}
-        services.append(Service(f"reward-{i + 1}", ["reward", "serve"], env, http_port,
-                                {"grpc": grpc_port}))
+        env = {
+            **config.env("reward", environ),
+            "CSR_REWARD_HOST": "127.0.0.1",
+            "CSR_REWARD_GRPC_PORT": str(grpc_port),
+            "CSR_REWARD_HTTP_PORT": str(http_port),
+        }
+        services.append(
+            Service(f"reward-{i + 1}", ["reward", "serve"], env, http_port, {"grpc": grpc_port})
+        )
         rewards.append(f"127.0.0.1:{grpc_port}")
     admins = []
     for i in range(config.generator_replicas):
         admin_port, http_port = free_port(), free_port()
-        env = {**config.env("generator", environ), "CSR_GENERATOR_REDIS_URL": redis_url,
-               "CSR_GENERATOR_REWARD_TARGET": "ipv4:" + ",".join(rewards),
-               "CSR_GENERATOR_ADMIN_HOST": "127.0.0.1",
-               "CSR_GENERATOR_ADMIN_PORT": str(admin_port),
-               "CSR_GENERATOR_HTTP_PORT": str(http_port),
-               "CSR_GENERATOR_CONSUMER": f"generator-{i + 1}", "CSR_GENERATOR_PROGRESS": "false"}
-        services.append(Service(f"generator-{i + 1}", ["generate"], env, http_port,
-                                {"admin": admin_port}))
+        env = {
+            **config.env("generator", environ),
+            "CSR_GENERATOR_REDIS_URL": redis_url,
+            "CSR_GENERATOR_REWARD_TARGET": "ipv4:" + ",".join(rewards),
+            "CSR_GENERATOR_ADMIN_HOST": "127.0.0.1",
+            "CSR_GENERATOR_ADMIN_PORT": str(admin_port),
+            "CSR_GENERATOR_HTTP_PORT": str(http_port),
+            "CSR_GENERATOR_CONSUMER": f"generator-{i + 1}",
+            "CSR_GENERATOR_PROGRESS": "false",
+        }
+        services.append(
+            Service(f"generator-{i + 1}", ["generate"], env, http_port, {"admin": admin_port})
+        )
         admins.append(f"127.0.0.1:{admin_port}")
     http_port = free_port()
-    env = {"CSR_TRAINER_ADAPTER_STORE": str(config.run_dir / "adapters"),
-           "CSR_TRAINER_WORK_DIR": str(config.run_dir / "trainer-work"),
-           **config.env("trainer", environ), "CSR_TRAINER_REDIS_URL": redis_url,
-           "CSR_TRAINER_GENERATOR_ADMIN": ",".join(admins),
-           "CSR_TRAINER_HTTP_HOST": "127.0.0.1", "CSR_TRAINER_HTTP_PORT": str(http_port)}
+    env = {
+        "CSR_TRAINER_ADAPTER_STORE": str(config.run_dir / "adapters"),
+        "CSR_TRAINER_WORK_DIR": str(config.run_dir / "trainer-work"),
+        **config.env("trainer", environ),
+        "CSR_TRAINER_REDIS_URL": redis_url,
+        "CSR_TRAINER_GENERATOR_ADMIN": ",".join(admins),
+        "CSR_TRAINER_HTTP_HOST": "127.0.0.1",
+        "CSR_TRAINER_HTTP_PORT": str(http_port),
+    }
     services.append(Service("trainer", ["train"], env, http_port))
     for service in services:
         check_settings(service.name.split("-")[0], service.env)
@@ -81,8 +95,14 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
 class Stack:
     """One `csr up` run; `run()` returns the exit status."""
 
-    def __init__(self, config: StackConfig, environ: dict[str, str], console,
-                 start_timeout: float = 600.0, grace: float = 120.0):
+    def __init__(
+        self,
+        config: StackConfig,
+        environ: dict[str, str],
+        console,
+        start_timeout: float = 600.0,
+        grace: float = 120.0,
+    ):
         self.config, self.environ, self.console = config, environ, console
         self.start_timeout, self.grace = start_timeout, grace
         self.stopping = threading.Event()
@@ -92,16 +112,24 @@ class Stack:
     def _print(self, name: str, colour: str, line: str) -> None:
         # A service's line is text, never markup: "[/data/a.png]" must print as it is.
         with self._lock:
-            self.console.print(f"[{colour}]{name:>12} |[/] {escape(line)}", markup=True,
-                               highlight=False, soft_wrap=True)
+            self.console.print(
+                f"[{colour}]{name:>12} |[/] {escape(line)}",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def run(self) -> int:
         run_dir = self.config.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         running = load_state(self.config)
         if running and _alive(running.get("pid")):
-            self._print("csr up", "red", f"error: csr up (pid {running['pid']}) is already "
-                        f"running on {run_dir}; stop it first, or use another run_dir")
+            self._print(
+                "csr up",
+                "red",
+                f"error: csr up (pid {running['pid']}) is already "
+                f"running on {run_dir}; stop it first, or use another run_dir",
+            )
             return 2
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -132,8 +160,9 @@ class Stack:
             return 1
         finally:
             self._print("csr up", "white", "stopping services")
-            self.supervisor.stop(grace=self.grace,
-                                 last=lambda service: service.name.startswith("reward"))
+            self.supervisor.stop(
+                grace=self.grace, last=lambda service: service.name.startswith("reward")
+            )
             state.remove()
             embedded_redis.stop(redis)
             self._print("csr up", "white", "stopped")
@@ -152,8 +181,11 @@ class Stack:
             if time.monotonic() - last_status > 5:
                 self._print("status", "bold", status_line(redis, state.read()))
                 last_status = time.monotonic()
-        self._print("csr up", "white", "asked to stop: in-flight work is finished or left "
-                    "pending for the next `csr up`")
+        self._print(
+            "csr up",
+            "white",
+            "asked to stop: in-flight work is finished or left pending for the next `csr up`",
+        )
         return 0
 
 

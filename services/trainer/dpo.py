@@ -48,13 +48,14 @@ def stop_callback(stop):
                 Stop.interrupted = True
                 control.should_save = True
                 control.should_training_stop = True
+
     return Stop()
 
 
 @dataclass
 class UpdateResult:
-    model: object             # the PeftModel: "default" trained, "ref" the frozen reference
-    log: list[dict]           # TRL's log history (one entry per logged step, then a summary)
+    model: object  # the PeftModel: "default" trained, "ref" the frozen reference
+    log: list[dict]  # TRL's log history (one entry per logged step, then a summary)
     metrics: dict[str, float]  # the last logged value of each training metric
     steps: int
 
@@ -65,8 +66,13 @@ def policy_model(base_model, previous_adapter: str | Path | None, dpo: DPOSettin
 
     if previous_adapter is not None:
         return PeftModel.from_pretrained(base_model, str(previous_adapter), is_trainable=True)
-    config = LoraConfig(r=dpo.lora_r, lora_alpha=dpo.lora_alpha, lora_dropout=dpo.lora_dropout,
-                        target_modules=dpo.target_modules, task_type=None)
+    config = LoraConfig(
+        r=dpo.lora_r,
+        lora_alpha=dpo.lora_alpha,
+        lora_dropout=dpo.lora_dropout,
+        target_modules=dpo.target_modules,
+        task_type=None,
+    )
     return get_peft_model(base_model, config)
 
 
@@ -74,24 +80,46 @@ def build_dataset(examples: Sequence[DPOExample], processor, load_image: Callabl
     """TRL's vision preference columns: images, prompt (in the chat template), chosen, rejected."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"images": [load_image(e.image)],
-                               "prompt": chat_prompt(processor, e.prompt),
-                               "chosen": e.chosen, "rejected": e.rejected} for e in examples])
+    return Dataset.from_list(
+        [
+            {
+                "images": [load_image(e.image)],
+                "prompt": chat_prompt(processor, e.prompt),
+                "chosen": e.chosen,
+                "rejected": e.rejected,
+            }
+            for e in examples
+        ]
+    )
 
 
-def dpo_config(dpo: DPOSettings, output_dir: Path, *, seed: int, checkpoint_steps: int,
-               device: str):
+def dpo_config(
+    dpo: DPOSettings, output_dir: Path, *, seed: int, checkpoint_steps: int, device: str
+):
     from trl import DPOConfig
 
     on_cuda = device.startswith("cuda")
     return DPOConfig(
-        output_dir=str(output_dir), beta=dpo.beta, learning_rate=dpo.learning_rate,
-        lr_scheduler_type=dpo.lr_scheduler, warmup_steps=dpo.warmup_ratio,  # < 1: a ratio
-        num_train_epochs=dpo.epochs, per_device_train_batch_size=dpo.batch_size,
-        gradient_accumulation_steps=dpo.gradient_accumulation_steps, max_length=None,
-        logging_steps=1, seed=seed, data_seed=seed, use_cpu=not on_cuda, bf16=on_cuda,
-        save_strategy="steps" if checkpoint_steps else "no", save_steps=checkpoint_steps or 500,
-        save_total_limit=1, report_to=[], disable_tqdm=True)
+        output_dir=str(output_dir),
+        beta=dpo.beta,
+        learning_rate=dpo.learning_rate,
+        lr_scheduler_type=dpo.lr_scheduler,
+        warmup_steps=dpo.warmup_ratio,  # < 1: a ratio
+        num_train_epochs=dpo.epochs,
+        per_device_train_batch_size=dpo.batch_size,
+        gradient_accumulation_steps=dpo.gradient_accumulation_steps,
+        max_length=None,
+        logging_steps=1,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not on_cuda,
+        bf16=on_cuda,
+        save_strategy="steps" if checkpoint_steps else "no",
+        save_steps=checkpoint_steps or 500,
+        save_total_limit=1,
+        report_to=[],
+        disable_tqdm=True,
+    )
 
 
 def tensorboard_callback(logging_dir: Path):
@@ -102,11 +130,22 @@ def tensorboard_callback(logging_dir: Path):
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logging_dir)))
 
 
-def train_update(base_model, processor, previous_adapter: str | Path | None,
-                 examples: Sequence[DPOExample], load_image: Callable[[str], object],
-                 dpo: DPOSettings, output_dir: str | Path, *, seed: int = 0,
-                 logging_dir: str | Path | None = None, checkpoint_steps: int = 0,
-                 resume: bool = False, callbacks: Sequence = (), stop=None) -> UpdateResult:
+def train_update(
+    base_model,
+    processor,
+    previous_adapter: str | Path | None,
+    examples: Sequence[DPOExample],
+    load_image: Callable[[str], object],
+    dpo: DPOSettings,
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    logging_dir: str | Path | None = None,
+    checkpoint_steps: int = 0,
+    resume: bool = False,
+    callbacks: Sequence = (),
+    stop=None,
+) -> UpdateResult:
     """Train one DPO update; with resume, continue from the newest checkpoint in output_dir.
     If `stop` (a threading.Event) is set during training, save a checkpoint and raise
     UpdateInterrupted."""
@@ -117,8 +156,7 @@ def train_update(base_model, processor, previous_adapter: str | Path | None,
     output_dir = Path(output_dir)
     device = str(next(base_model.parameters()).device)
     model = policy_model(base_model, previous_adapter, dpo)
-    args = dpo_config(dpo, output_dir, seed=seed, checkpoint_steps=checkpoint_steps,
-                      device=device)
+    args = dpo_config(dpo, output_dir, seed=seed, checkpoint_steps=checkpoint_steps, device=device)
     callbacks = list(callbacks)
     stopper = stop_callback(stop) if stop is not None else None
     if stopper is not None:
@@ -126,14 +164,20 @@ def train_update(base_model, processor, previous_adapter: str | Path | None,
     if logging_dir is not None:
         callbacks.append(tensorboard_callback(Path(logging_dir) / output_dir.name))
     torch.manual_seed(seed)
-    trainer = DPOTrainer(model=model, args=args, processing_class=processor,
-                         train_dataset=build_dataset(examples, processor, load_image),
-                         callbacks=callbacks)
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        processing_class=processor,
+        train_dataset=build_dataset(examples, processor, load_image),
+        callbacks=callbacks,
+    )
     checkpoint = resume and any(output_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if checkpoint else None)
     if stopper is not None and stopper.interrupted:
-        raise UpdateInterrupted(f"update stopped at step {trainer.state.global_step} of "
-                                f"{trainer.state.max_steps}; checkpoint in {output_dir}")
+        raise UpdateInterrupted(
+            f"update stopped at step {trainer.state.global_step} of "
+            f"{trainer.state.max_steps}; checkpoint in {output_dir}"
+        )
     log = list(trainer.state.log_history)
     metrics: dict[str, float] = {}
     for entry in log:

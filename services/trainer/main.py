@@ -31,8 +31,9 @@ from services.trainer.settings import TrainerSettings
 logger = logging.getLogger(__name__)
 
 
-def build(settings: TrainerSettings, config: CSRConfig | None = None,
-          stop: threading.Event | None = None) -> TrainerLoop:
+def build(
+    settings: TrainerSettings, config: CSRConfig | None = None, stop: threading.Event | None = None
+) -> TrainerLoop:
     config = config or load_algorithm(settings.algorithm)
     client = redis.Redis.from_url(settings.redis_url)
     prompts = PromptStreams(client)
@@ -41,13 +42,21 @@ def build(settings: TrainerSettings, config: CSRConfig | None = None,
         logger.info("queued %d new prompts of iteration 1", added)
     processor = load_processor(settings.model)
     targets = [t.strip() for t in settings.generator_admin.split(",") if t.strip()]
-    parts = TrainerParts(prompts, PairConsumer(client, settings.consumer),
-                         AdapterStore(settings.adapter_store, settings.keep_versions),
-                         lambda: load_vlm(settings)[0].train(), processor,
-                         make_announcer(client, targets))
-    options = TrainerOptions(Path(settings.image_root), Path(settings.work_dir),
-                             settings.base_name or settings.model, settings.checkpoint_steps,
-                             settings.tensorboard)
+    parts = TrainerParts(
+        prompts,
+        PairConsumer(client, settings.consumer),
+        AdapterStore(settings.adapter_store, settings.keep_versions),
+        lambda: load_vlm(settings)[0].train(),  # noqa: PLW0108 (loaded when an update is due)
+        processor,
+        make_announcer(client, targets),
+    )
+    options = TrainerOptions(
+        Path(settings.image_root),
+        Path(settings.work_dir),
+        settings.base_name or settings.model,
+        settings.checkpoint_steps,
+        settings.tensorboard,
+    )
     return TrainerLoop(parts, config, options, stop=stop)
 
 
@@ -65,10 +74,10 @@ def run(settings: TrainerSettings, config: CSRConfig | None = None) -> TrainerLo
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
     loop = build(settings, config, stopping)
-    http, port = serve_http(lambda: _health(loop), loop.metrics.registry, settings.http_host,
-                            settings.http_port)
-    logger.info("trainer serving /healthz and /metrics on :%d; iteration %d", port,
-                loop.iteration)
+    http, port = serve_http(
+        lambda: _health(loop), loop.metrics.registry, settings.http_host, settings.http_port
+    )
+    logger.info("trainer serving /healthz and /metrics on :%d; iteration %d", port, loop.iteration)
     if loop.store.latest():  # generators that restarted catch up
         loop.announce(str(loop.store.path(loop.store.latest())), loop.adapter_version)
     try:
@@ -78,6 +87,7 @@ def run(settings: TrainerSettings, config: CSRConfig | None = None) -> TrainerLo
         logger.info("%s", e)
     finally:
         http.shutdown()
-    logger.info("trainer stopped at iteration %d, adapter version %s", loop.iteration,
-                loop.adapter_version)
+    logger.info(
+        "trainer stopped at iteration %d, adapter version %s", loop.iteration, loop.adapter_version
+    )
     return loop

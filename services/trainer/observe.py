@@ -16,10 +16,15 @@ from transformers import TrainerCallback
 from csr.records import PreferenceRecord
 
 # TRL's log keys -> gauge names
-_LOGGED = {"loss": "dpo_loss", "rewards/margins": "reward_margin",
-           "rewards/accuracies": "reward_accuracy", "rewards/chosen": "reward_chosen",
-           "rewards/rejected": "reward_rejected", "logps/chosen": "logps_chosen",
-           "logps/rejected": "logps_rejected"}
+_LOGGED = {
+    "loss": "dpo_loss",
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "logps/chosen": "logps_chosen",
+    "logps/rejected": "logps_rejected",
+}
 
 
 class TrainerMetrics:
@@ -28,17 +33,22 @@ class TrainerMetrics:
         r = self.registry
         self.pairs = Counter("csr_trainer_pairs_consumed", "Pairs trained on.", registry=r)
         self.stale = Counter("csr_trainer_pairs_stale", "Pairs dropped as too stale.", registry=r)
-        self.dead = Counter("csr_trainer_pairs_dead_lettered", "Unusable records set aside.",
-                            registry=r)
+        self.dead = Counter(
+            "csr_trainer_pairs_dead_lettered", "Unusable records set aside.", registry=r
+        )
         self.updates = Counter("csr_trainer_updates", "Adapters published.", registry=r)
-        self.version = Gauge("csr_trainer_adapter_version", "Latest published version.",
-                             registry=r)
+        self.version = Gauge("csr_trainer_adapter_version", "Latest published version.", registry=r)
         self.iteration = Gauge("csr_trainer_iteration", "CSR iteration being built.", registry=r)
-        self.step_seconds = Histogram("csr_trainer_step_seconds", "Wall time of one DPO step.",
-                                      registry=r, buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10,
-                                                           30, 60, 120))
-        self.train = {key: Gauge(f"csr_trainer_{name}", f"Last logged {key}.", registry=r)
-                      for key, name in _LOGGED.items()}
+        self.step_seconds = Histogram(
+            "csr_trainer_step_seconds",
+            "Wall time of one DPO step.",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.train = {
+            key: Gauge(f"csr_trainer_{name}", f"Last logged {key}.", registry=r)
+            for key, name in _LOGGED.items()
+        }
 
 
 class PrometheusCallback(TrainerCallback):
@@ -56,8 +66,9 @@ class PrometheusCallback(TrainerCallback):
         seconds = time.perf_counter() - self._started
         self.metrics.step_seconds.observe(seconds)
         if self.board is not None:
-            self.board.add_scalar("service/step_seconds", seconds,
-                                  self.first_step + state.global_step)
+            self.board.add_scalar(
+                "service/step_seconds", seconds, self.first_step + state.global_step
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key, gauge in self.metrics.train.items():
@@ -80,8 +91,9 @@ def _mean_relevance(sentences) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def plot_update(records: Sequence[PreferenceRecord], log: Sequence[dict], path: str | Path,
-                title: str) -> Path:
+def plot_update(
+    records: Sequence[PreferenceRecord], log: Sequence[dict], path: str | Path, title: str
+) -> Path:
     """One PNG: the chosen and rejected responses' mean R_I (Figure 5), the calibrated
     reward margin of each pair, and DPO's reward margin over the update's steps."""
     import matplotlib

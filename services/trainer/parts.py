@@ -28,8 +28,14 @@ logger = logging.getLogger(__name__)
 class PairIntake:
     """The records delivered and not yet trained on, in delivery order (`waiting`)."""
 
-    def __init__(self, pairs: PairConsumer, store: AdapterStore, config: CSRConfig,
-                 image_root: Path, metrics: TrainerMetrics):
+    def __init__(
+        self,
+        pairs: PairConsumer,
+        store: AdapterStore,
+        config: CSRConfig,
+        image_root: Path,
+        metrics: TrainerMetrics,
+    ):
         self.pairs, self.store, self.config = pairs, store, config
         self.image_root, self.metrics = image_root, metrics
         self.waiting: dict[str, Delivered] = {}  # entry id -> record
@@ -60,8 +66,11 @@ class PairIntake:
             elif self._stale(d.record, current, iteration):
                 stale.append(d)
             elif not (self.image_root / d.record.image).is_file():
-                self.pairs.dead_letter(d.entry_id, {"record": d.record.to_json()},
-                                       f"image {d.record.image} is not under {self.image_root}")
+                self.pairs.dead_letter(
+                    d.entry_id,
+                    {"record": d.record.to_json()},
+                    f"image {d.record.image} is not under {self.image_root}",
+                )
                 self.metrics.dead.inc()
             else:
                 self.waiting[d.entry_id] = d
@@ -69,21 +78,29 @@ class PairIntake:
             logger.info("acknowledging %d pairs trained before a restart", len(already))
             self.pairs.ack(already)
         if stale:
-            logger.warning("dropping %d stale pairs (adapter older than version %d - %d)",
-                           len(stale), current, self.config.schedule.max_staleness)
+            logger.warning(
+                "dropping %d stale pairs (adapter older than version %d - %d)",
+                len(stale),
+                current,
+                self.config.schedule.max_staleness,
+            )
             self.pairs.drop_stale(stale)
             self.metrics.stale.inc(len(stale))
 
     def _stale(self, record: PreferenceRecord, current: int, iteration: int) -> bool:
         schedule = self.config.schedule
         return is_stale(record, current, schedule) or (
-            schedule.schedule == "iteration" and record.iteration < iteration)
+            schedule.schedule == "iteration" and record.iteration < iteration
+        )
 
     def _trained_pair_ids(self) -> set[str]:
         """Pairs some published version was trained on (after a crash between publishing
         and acknowledging, they come back and are only acknowledged)."""
-        return {pair for v in self.store.versions()
-                for pair in self.store.manifest(v).get("pair_ids", [])}
+        return {
+            pair
+            for v in self.store.versions()
+            for pair in self.store.manifest(v).get("pair_ids", [])
+        }
 
 
 class UpdateWorkspace:
@@ -97,8 +114,11 @@ class UpdateWorkspace:
         run of the same update, on the same pairs, left a checkpoint there."""
         out = self.work_dir / f"update-{version}"
         listed = out / "pairs.json"
-        resume = (listed.is_file() and json.loads(listed.read_text()) == entry_ids
-                  and any(out.glob("checkpoint-*")))
+        resume = (
+            listed.is_file()
+            and json.loads(listed.read_text()) == entry_ids
+            and any(out.glob("checkpoint-*"))
+        )
         if not resume:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
@@ -117,10 +137,15 @@ class UpdateRecorder:
         self.board = service_board(work_dir / "tensorboard") if tensorboard else None
         self.pairs_trained = 0  # by this process, for TensorBoard's running count
 
-    def plot(self, records: list[PreferenceRecord], log: list[dict], version: int,
-             iteration: int) -> Path:
-        return plot_update(records, log, self.work_dir / "plots" / f"update-{version}.png",
-                           f"update {version} (iteration {iteration}, {len(records)} pairs)")
+    def plot(
+        self, records: list[PreferenceRecord], log: list[dict], version: int, iteration: int
+    ) -> Path:
+        return plot_update(
+            records,
+            log,
+            self.work_dir / "plots" / f"update-{version}.png",
+            f"update {version} (iteration {iteration}, {len(records)} pairs)",
+        )
 
     def published(self, version: int, pairs: int, stale_total: int) -> None:
         self.metrics.pairs.inc(pairs)
@@ -150,11 +175,18 @@ class IterationQueue:
         # The paper's schedule names the adapter every item must be searched with; online
         # updates replace it during the iteration, so items there take whatever serves.
         pinned = self.config.schedule.schedule == "iteration"
-        items = [replace(item, iteration=iteration, entry_id="",
-                         adapter=str(self.store.path(version)) if pinned else "",
-                         adapter_version=str(version) if pinned else "")
-                 for item in self.prompts.items_of_iteration(iteration - 1)]
+        items = [
+            replace(
+                item,
+                iteration=iteration,
+                entry_id="",
+                adapter=str(self.store.path(version)) if pinned else "",
+                adapter_version=str(version) if pinned else "",
+            )
+            for item in self.prompts.items_of_iteration(iteration - 1)
+        ]
         added = self.prompts.enqueue(items)
-        logger.info("queued iteration %d: %d prompts, adapter version %d", iteration, added,
-                    version)
+        logger.info(
+            "queued iteration %d: %d prompts, adapter version %d", iteration, added, version
+        )
         return added

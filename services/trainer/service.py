@@ -76,16 +76,14 @@ class TrainerOptions:
 
 
 class TrainerLoop:
-    def __init__(self, parts: TrainerParts, config: CSRConfig, options: TrainerOptions,
-                 stop=None):
+    def __init__(self, parts: TrainerParts, config: CSRConfig, options: TrainerOptions, stop=None):
         self.prompts, self.pairs, self.store = parts.prompts, parts.pairs, parts.store
         self.load_base, self.processor = parts.load_base, parts.processor
         self.announce, self.config, self.options = parts.announce, config, options
         self.stop = stop  # a threading.Event: an update in progress checkpoints and ends
         self.metrics = TrainerMetrics()
         self.metrics.version.set(self.store.latest())
-        self.intake = PairIntake(self.pairs, self.store, config, options.image_root,
-                                 self.metrics)
+        self.intake = PairIntake(self.pairs, self.store, config, options.image_root, self.metrics)
         self.workspace = UpdateWorkspace(options.work_dir)
         self.recorder = UpdateRecorder(self.metrics, options.work_dir, options.tensorboard)
         self.next_iteration = IterationQueue(self.prompts, self.store, config)
@@ -127,10 +125,13 @@ class TrainerLoop:
         if iteration_complete(finished, queued) and self.prompts.sealed(iteration):
             self.intake.drain(iteration)
             own = self.intake.of_iteration(iteration)
-            if not own and (self.config.schedule.schedule == "iteration"
-                            or self.store.latest() == 0):
-                raise NoPairsError(f"iteration {iteration} finished its {queued} prompts "
-                                   "without a preference pair; nothing to train")
+            if not own and (
+                self.config.schedule.schedule == "iteration" or self.store.latest() == 0
+            ):
+                raise NoPairsError(
+                    f"iteration {iteration} finished its {queued} prompts "
+                    "without a preference pair; nothing to train"
+                )
             self._update(own, iteration, closes=True)
             published = True
         return "published" if published else "waiting"
@@ -140,8 +141,7 @@ class TrainerLoop:
         version = self.store.latest()
         if batch:
             version += 1
-            self._publish(self._train(batch, iteration, version), batch, iteration, version,
-                          closes)
+            self._publish(self._train(batch, iteration, version), batch, iteration, version, closes)
         else:  # online: the last update already took every pair; it closes the iteration
             self.store.close_iteration(iteration, version)
         self.announce(str(self.store.path(version)), str(version))
@@ -150,30 +150,57 @@ class TrainerLoop:
 
     def _train(self, batch: list[Delivered], iteration: int, version: int) -> UpdateResult:
         out, resume = self.workspace.prepare(version, [d.entry_id for d in batch])
-        logger.info("update %d: %d pairs of iteration %d%s", version, len(batch), iteration,
-                    " (resuming from a checkpoint)" if resume else "")
+        logger.info(
+            "update %d: %d pairs of iteration %d%s",
+            version,
+            len(batch),
+            iteration,
+            " (resuming from a checkpoint)" if resume else "",
+        )
         previous = version - 1
         eos = self.processor.tokenizer.eos_token or ""
         options = self.options
         return train_update(
-            self.load_base(), self.processor, self.store.path(previous) if previous else None,
+            self.load_base(),
+            self.processor,
+            self.store.path(previous) if previous else None,
             [dpo_example(d.record, eos) for d in batch],
-            lambda p: load_rgb(str(options.image_root / p)), self.config.dpo, out,
-            seed=self.config.dpo.seed + version, resume=resume,
+            lambda p: load_rgb(str(options.image_root / p)),
+            self.config.dpo,
+            out,
+            seed=self.config.dpo.seed + version,
+            resume=resume,
             logging_dir=options.work_dir / "tensorboard" if options.tensorboard else None,
-            checkpoint_steps=options.checkpoint_steps, stop=self.stop,
-            callbacks=[PrometheusCallback(self.metrics, self.recorder.board,
-                                          self._steps_published())])
+            checkpoint_steps=options.checkpoint_steps,
+            stop=self.stop,
+            callbacks=[
+                PrometheusCallback(self.metrics, self.recorder.board, self._steps_published())
+            ],
+        )
 
-    def _publish(self, result: UpdateResult, batch: list[Delivered], iteration: int,
-                 version: int, closes: bool) -> None:
+    def _publish(
+        self,
+        result: UpdateResult,
+        batch: list[Delivered],
+        iteration: int,
+        version: int,
+        closes: bool,
+    ) -> None:
         """Publish the adapter, then (only then: it is durable) acknowledge its pairs."""
         records = [d.record for d in batch]
         plot = self.recorder.plot(records, result.log, version, iteration)
-        self.store.publish(lambda d: save_adapter(result.model, d), version,
-                           self.options.base_name, iteration=iteration, closes_iteration=closes,
-                           pairs=len(records), pair_ids=[r.pair_id for r in records],
-                           steps=result.steps, metrics=result.metrics, plot=str(plot))
+        self.store.publish(
+            lambda d: save_adapter(result.model, d),
+            version,
+            self.options.base_name,
+            iteration=iteration,
+            closes_iteration=closes,
+            pairs=len(records),
+            pair_ids=[r.pair_id for r in records],
+            steps=result.steps,
+            metrics=result.metrics,
+            plot=str(plot),
+        )
         if closes:
             self.store.close_iteration(iteration, version)
         ids = [d.entry_id for d in batch]

@@ -26,24 +26,38 @@ PROMPTS = 8  # batches of 2: a stop mid-iteration leaves some undone
 
 def write_world(root):
     world = save_world(root, PROMPTS)
-    common = {"MODEL": str(world.vlm), "BASE_NAME": "tiny-llava",
-              "IMAGE_ROOT": str(world.images)}
-    config = {"run_dir": "run",
-              "algorithm": {"iterations": 2, "dpo": {"learning_rate": 5e-4, "lora_r": 4,
-                                                     "lora_alpha": 8, "batch_size": 2}},
-              "reward": {"workers": 2, "settings": {"MODEL": str(world.clip)}},
-              "generator": {"replicas": 1, "settings": {
-                  **common, "PROMPT_SET": str(world.prompt_set), "BATCH_SIZE": 2,
-                  "RECLAIM_AFTER_MS": 2000}},
-              "trainer": {"settings": common}}
+    common = {"MODEL": str(world.vlm), "BASE_NAME": "tiny-llava", "IMAGE_ROOT": str(world.images)}
+    config = {
+        "run_dir": "run",
+        "algorithm": {
+            "iterations": 2,
+            "dpo": {"learning_rate": 5e-4, "lora_r": 4, "lora_alpha": 8, "batch_size": 2},
+        },
+        "reward": {"workers": 2, "settings": {"MODEL": str(world.clip)}},
+        "generator": {
+            "replicas": 1,
+            "settings": {
+                **common,
+                "PROMPT_SET": str(world.prompt_set),
+                "BATCH_SIZE": 2,
+                "RECLAIM_AFTER_MS": 2000,
+            },
+        },
+        "trainer": {"settings": common},
+    }
     (root / "csr.yaml").write_text(yaml.safe_dump(config))
 
 
 def start(root, log_name):
     log = open(root / log_name, "w")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSR_")}
-    return subprocess.Popen([sys.executable, "-m", "csr_cli.main", "up", "-c", str(root / "csr.yaml")],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root), log
+    return subprocess.Popen(
+        [sys.executable, "-m", "csr_cli.main", "up", "-c", str(root / "csr.yaml")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    ), log
 
 
 def wait_for(condition, process, log_path, timeout=300):
@@ -59,13 +73,16 @@ def test_csr_up_survives_a_stop_mid_iteration_and_processes_everything_once(tmp_
     run = tmp_path / "run"
     first, log = start(tmp_path, "first.log")
     try:
-        wait_for(lambda: (run / "state.json").is_file(), first, tmp_path / "first.log")
+        wait_for((run / "state.json").is_file, first, tmp_path / "first.log")
         state = json.loads((run / "state.json").read_text())
         live = PromptStreams(redis_lib.Redis.from_url(state["redis_url"]))
         # One iteration to a published adapter, then stop in the middle of the second.
-        status = subprocess.run([sys.executable, "-m", "csr_cli.main", "status", "-c",
-                                 str(tmp_path / "csr.yaml")], capture_output=True, text=True,
-                                timeout=120)
+        status = subprocess.run(
+            [sys.executable, "-m", "csr_cli.main", "status", "-c", str(tmp_path / "csr.yaml")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert status.returncode == 0, status.stderr
         for shown in ("reward-1", "reward-2", "generator-1", "trainer", "ok", "prompts"):
             assert shown in status.stdout, status.stdout
@@ -104,8 +121,13 @@ def check_exactly_once(redis, run):
         assert streams.iteration_progress(iteration) == (PROMPTS, PROMPTS)
     no_pairs = sum(streams.no_pairs().values())
     assert len(records) + no_pairs == 2 * PROMPTS  # every prompt ended once, counted
-    trained = Counter(pair for v in (1, 2) for pair in json.loads(
-        (run / "adapters" / str(v) / "manifest.json").read_text())["pair_ids"])
+    trained = Counter(
+        pair
+        for v in (1, 2)
+        for pair in json.loads((run / "adapters" / str(v) / "manifest.json").read_text())[
+            "pair_ids"
+        ]
+    )
     assert set(trained) == {r.pair_id for r in records}  # every pair trained...
     assert max(trained.values()) == 1  # ...exactly once
     assert {r.adapter_version for r in records if r.iteration == 2} == {"1"}

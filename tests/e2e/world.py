@@ -33,5 +33,6 @@ def save_world(root: Path, prompts: int = 4) -> SavedWorld:
         Image.new("RGB", (40, 40), (40 * i, 90, 220 - 30 * i)).save(images / f"{i}.jpg")
         rows.append({"id": str(i), "image": f"{i}.jpg", "input": "<image>\ndescribe ."})
     (root / "prompts.json").write_text(json.dumps(rows))
-    return SavedWorld(root / "vlm", build_tiny_open_clip(root / "clip"), images,
-                      root / "prompts.json")
+    return SavedWorld(
+        root / "vlm", build_tiny_open_clip(root / "clip"), images, root / "prompts.json"
+    )

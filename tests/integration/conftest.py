@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import pytest
@@ -16,8 +17,10 @@ from tests.models.clip import build_tiny_hf_clip, build_tiny_open_clip
 @pytest.fixture(scope="session")
 def clip_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
-    return {"open_clip": str(build_tiny_open_clip(root / "open_clip")),
-            "hf": str(build_tiny_hf_clip(root / "hf"))}
+    return {
+        "open_clip": str(build_tiny_open_clip(root / "open_clip")),
+        "hf": str(build_tiny_hf_clip(root / "hf")),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +37,14 @@ def png(color=(200, 30, 30), size=(40, 36)) -> bytes:
 
 
 def settings(backend: str, model: str, **overrides) -> RewardSettings:
-    base = dict(backend=backend, model=model, host="127.0.0.1", grpc_port=0, http_port=0,
-                max_wait_ms=2.0)
+    base = {
+        "backend": backend,
+        "model": model,
+        "host": "127.0.0.1",
+        "grpc_port": 0,
+        "http_port": 0,
+        "max_wait_ms": 2.0,
+    }
     return RewardSettings(**(base | overrides))
 
 
@@ -45,14 +54,14 @@ def start_worker(clip_dirs, backends):
     started = []
 
     def start(backend="open_clip", share_model=True, **overrides):
-        worker = BackgroundWorker(settings(backend, clip_dirs[backend], **overrides),
-                                  backends[backend] if share_model else None).start()
+        worker = BackgroundWorker(
+            settings(backend, clip_dirs[backend], **overrides),
+            backends[backend] if share_model else None,
+        ).start()
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
-        try:
+        with contextlib.suppress(Exception):  # already stopped by the test
             worker.stop()
-        except Exception:  # already stopped by the test
-            pass

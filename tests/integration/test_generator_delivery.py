@@ -57,9 +57,14 @@ def record(prompt_id: str, adapter_version: str) -> PreferenceRecord:
     from tests.unit.fakes import ScriptedModel, ScriptedRelevance, cand
 
     tree = {"": [cand(" A cat.", -0.1, ends=True), cand(" A dog.", -0.3, ends=True)]}
-    [outcome] = generate_pairs([SearchRequest(prompt_id, "describe .", "x.png")],
-                               ScriptedModel(tree), ScriptedRelevance({"A cat.": 3.0, "A dog.": 1.0}),
-                               CSRConfig(), iteration=1, adapter_version=adapter_version)
+    [outcome] = generate_pairs(
+        [SearchRequest(prompt_id, "describe .", "x.png")],
+        ScriptedModel(tree),
+        ScriptedRelevance({"A cat.": 3.0, "A dog.": 1.0}),
+        CSRConfig(),
+        iteration=1,
+        adapter_version=adapter_version,
+    )
     return outcome.record
 
 
@@ -87,8 +92,10 @@ def test_entries_deleted_from_the_stream_do_not_stay_pending(redis):
 def test_a_datasets_folder_loads_like_the_json_prompt_set(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    rows = [{"id": "1", "image": "a.jpg", "input": "<image>\nDescribe this image."},
-            {"id": "2", "image": "b.jpg", "input": "What is there?"}]
+    rows = [
+        {"id": "1", "image": "a.jpg", "input": "<image>\nDescribe this image."},
+        {"id": "2", "image": "b.jpg", "input": "What is there?"},
+    ]
     (tmp_path / "set.json").write_text(json.dumps(rows))
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "folder"))
     expected = load_prompt_set(str(tmp_path / "set.json"), 2)
@@ -97,7 +104,8 @@ def test_a_datasets_folder_loads_like_the_json_prompt_set(tmp_path):
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "one-split"))
     assert load_prompt_set(str(tmp_path / "one-split"), 2) == expected
     DatasetDict({"a": Dataset.from_list(rows), "b": Dataset.from_list(rows)}).save_to_disk(
-        str(tmp_path / "two"))
+        str(tmp_path / "two")
+    )
     with pytest.raises(ValueError, match="has splits"):
         load_prompt_set(str(tmp_path / "two"), 2)
     (tmp_path / "empty").mkdir()

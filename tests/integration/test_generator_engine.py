@@ -26,8 +26,10 @@ def llava(request):
 
 
 def images():
-    return {"red": Image.new("RGB", (40, 40), (220, 20, 20)),
-            "blue": Image.new("RGB", (48, 32), (20, 20, 220))}
+    return {
+        "red": Image.new("RGB", (40, 40), (220, 20, 20)),
+        "blue": Image.new("RGB", (48, 32), (20, 20, 220)),
+    }
 
 
 class FromScratch:
@@ -37,16 +39,28 @@ class FromScratch:
         self.engine, self.rows = engine, rows  # (prompt text, image key, tokens)
 
     def logprobs(self, prompt: str, image_key: str, tokens: tuple[int, ...]) -> torch.Tensor:
-        inputs = dict(self.engine.processor(images=images()[image_key],
-                                            text=self.engine.prompt_text(prompt),
-                                            return_tensors="pt", add_special_tokens=False))
+        inputs = dict(
+            self.engine.processor(
+                images=images()[image_key],
+                text=self.engine.prompt_text(prompt),
+                return_tensors="pt",
+                add_special_tokens=False,
+            )
+        )
         extra = torch.tensor([tokens], dtype=torch.long)
         # The whole sequence in one forward: the model computes every position itself
         # (for Qwen2-VL, its own 3-D rope index), independently of the engine's offsets.
         for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
             if key in inputs:
-                tail = extra if key == "input_ids" else (
-                    torch.ones_like(extra) if key == "attention_mask" else torch.zeros_like(extra))
+                tail = (
+                    extra
+                    if key == "input_ids"
+                    else (
+                        torch.ones_like(extra)
+                        if key == "attention_mask"
+                        else torch.zeros_like(extra)
+                    )
+                )
                 inputs[key] = torch.cat([inputs[key], tail.to(inputs[key].dtype)], dim=1)
         with torch.inference_mode():
             logits = self.engine.model(**inputs).logits
@@ -56,24 +70,32 @@ class FromScratch:
         return torch.stack([self.logprobs(*row) for row in self.rows])
 
     def step(self, parents, tokens):
-        self.rows = [(p, k, t + (tok,)) for (p, k, t), tok in
-                     zip([self.rows[i] for i in parents.tolist()], tokens.tolist())]
+        self.rows = [
+            (p, k, t + (tok,))
+            for (p, k, t), tok in zip([self.rows[i] for i in parents.tolist()], tokens.tolist())
+        ]
         return torch.stack([self.logprobs(*row) for row in self.rows])
 
 
 def test_batched_cached_expansion_equals_from_scratch_search(llava):
     model, processor = llava
     engine = VLMEngine(model, processor, SEARCH)
-    requests = [SearchRequest("a", "describe the image .", "red"),
-                SearchRequest("b", "what is there ?", "blue")]
+    requests = [
+        SearchRequest("a", "describe the image .", "red"),
+        SearchRequest("b", "what is there ?", "blue"),
+    ]
     for request in requests:
         engine.encode_prompt(request.prompt_id, request.prompt, images()[request.image_ref])
     first_tokens = processor.tokenizer("there is a", add_special_tokens=False)["input_ids"]
-    prefixes = [Prefix(requests[0], (), None), Prefix(requests[1], (), tuple(first_tokens)),
-                Prefix(requests[0], (), tuple(first_tokens[:1]))]
+    prefixes = [
+        Prefix(requests[0], (), None),
+        Prefix(requests[1], (), tuple(first_tokens)),
+        Prefix(requests[0], (), tuple(first_tokens[:1])),
+    ]
     got = engine.expand(prefixes)
-    reference = FromScratch(engine, [(p.request.prompt, p.request.image_ref, tuple(p.state or ()))
-                                     for p in prefixes])
+    reference = FromScratch(
+        engine, [(p.request.prompt, p.request.image_ref, tuple(p.state or ())) for p in prefixes]
+    )
     expected = diverse_beam_search(reference.first(), reference.step, engine.stop_ids, 4, 2, 1.0, 6)
     assert len(got) == 3
     eos = processor.tokenizer.eos_token_id
@@ -111,21 +133,29 @@ def test_engine_and_reference_loop_give_identical_pairs(llava, start_worker):
     engine = VLMEngine(model, processor, config.search)
     worker = start_worker("open_clip")
     pictures = images()
-    requests = [SearchRequest(f"p{i}", prompt, key) for i, (prompt, key) in enumerate(
-        [("describe the image .", "red"), ("what is there ?", "blue"), ("describe .", "blue")])]
+    requests = [
+        SearchRequest(f"p{i}", prompt, key)
+        for i, (prompt, key) in enumerate(
+            [("describe the image .", "red"), ("what is there ?", "blue"), ("describe .", "blue")]
+        )
+    ]
     with RewardClient(worker.grpc_address) as client:
+
         def relevance(image_ref, sentences):
             import io
+
             buffer = io.BytesIO()
             pictures[image_ref].save(buffer, "PNG")
             return [s.relevance for s in client.score(buffer.getvalue(), sentences)]
 
         fast = search_prompts(requests, engine, relevance, config, pictures.__getitem__, 1, "base")
         slow = reference_pairs(requests, engine, relevance, config, pictures.__getitem__, 1, "base")
+
     # Same pairs; the rewards agree to float rounding (batched and single forwards differ ~1e-7).
     def key(outcome):
         r = outcome.record
         return None if r is None else (r.pair_id, r.chosen, r.rejected)
+
     assert [key(o) for o in fast] == [key(o) for o in slow]
     for a, b in zip(fast, slow):
         if a.record is not None:
@@ -139,8 +169,10 @@ def test_sampling_draws_reproducibly_whatever_is_batched_with_it(llava):
     model, processor = llava
     search = SearchConfig(expansion="sample", num_beams=4, max_new_tokens=6, seed=11)
     engine = VLMEngine(model, processor, search)
-    requests = [SearchRequest("a", "describe the image .", "red"),
-                SearchRequest("b", "what is there ?", "blue")]
+    requests = [
+        SearchRequest("a", "describe the image .", "red"),
+        SearchRequest("b", "what is there ?", "blue"),
+    ]
     for request in requests:
         engine.encode_prompt(request.prompt_id, request.prompt, images()[request.image_ref])
     [alone] = engine.expand([Prefix(requests[1], (), None)])
@@ -149,8 +181,9 @@ def test_sampling_draws_reproducibly_whatever_is_batched_with_it(llava):
     for batched, single in zip(both[1], alone):  # batched forwards differ by float rounding
         assert batched.token_logprobs == pytest.approx(single.token_logprobs, abs=1e-5)
     assert len(alone) == 4 and all(lp <= 0 for c in alone for lp in c.token_logprobs)
-    other = VLMEngine(model, processor, SearchConfig(expansion="sample", num_beams=4,
-                                                     max_new_tokens=6, seed=12))
+    other = VLMEngine(
+        model, processor, SearchConfig(expansion="sample", num_beams=4, max_new_tokens=6, seed=12)
+    )
     other.encode_prompt("b", requests[1].prompt, images()["blue"])
     [reseeded] = other.expand([Prefix(requests[1], (), None)])
     assert [c.state for c in reseeded] != [c.state for c in alone]
@@ -158,8 +191,11 @@ def test_sampling_draws_reproducibly_whatever_is_batched_with_it(llava):
 
 def test_sampled_tokens_carry_the_models_own_logprobs(llava):
     model, processor = llava
-    engine = VLMEngine(model, processor, SearchConfig(expansion="sample", num_beams=3,
-                                                      max_new_tokens=5, temperature=0.7))
+    engine = VLMEngine(
+        model,
+        processor,
+        SearchConfig(expansion="sample", num_beams=3, max_new_tokens=5, temperature=0.7),
+    )
     request = SearchRequest("a", "describe the image .", "red")
     engine.encode_prompt("a", request.prompt, images()["red"])
     [candidates] = engine.expand([Prefix(request, (), None)])
@@ -167,15 +203,19 @@ def test_sampled_tokens_carry_the_models_own_logprobs(llava):
     eos = processor.tokenizer.eos_token_id
     for c in candidates:
         tokens = c.state + ((eos,) if c.ends_response else ())
-        expected = [float(reference.logprobs(request.prompt, "red", tokens[:i])[t])
-                    for i, t in enumerate(tokens)]
+        expected = [
+            float(reference.logprobs(request.prompt, "red", tokens[:i])[t])
+            for i, t in enumerate(tokens)
+        ]
         assert list(c.token_logprobs) == pytest.approx(expected, abs=1e-4)
 
 
 def test_prompts_encoded_together_expand_like_prompts_encoded_alone(llava):
     model, processor = llava
-    requests = [SearchRequest("a", "describe .", "red"),
-                SearchRequest("b", "what is there in the image ?", "blue")]  # padding
+    requests = [
+        SearchRequest("a", "describe .", "red"),
+        SearchRequest("b", "what is there in the image ?", "blue"),
+    ]  # padding
     together, alone = VLMEngine(model, processor, SEARCH), VLMEngine(model, processor, SEARCH)
     together.encode_prompts([(r.prompt_id, r.prompt, images()[r.image_ref]) for r in requests])
     for r in requests:
@@ -185,8 +225,9 @@ def test_prompts_encoded_together_expand_like_prompts_encoded_alone(llava):
     assert lengths[0] < lengths[1]  # the first row really is left-padded
     for r in requests:
         assert together._prompt(r.prompt_id).length == alone._prompt(r.prompt_id).length
-        assert together._prompt(r.prompt_id).next_position == \
-            alone._prompt(r.prompt_id).next_position
+        assert (
+            together._prompt(r.prompt_id).next_position == alone._prompt(r.prompt_id).next_position
+        )
     prefixes = [Prefix(r, (), None) for r in requests]
     for got, expected in zip(together.expand(prefixes), alone.expand(prefixes)):
         assert [c.state for c in got] == [c.state for c in expected]

@@ -21,8 +21,10 @@ from services.runtime.prompts import PromptStreams, WorkItem
 from tests.models.llava import build_tiny_llava, make_random_adapter, teach_sentences
 from tests.models.qwen import build_tiny_qwen2_vl
 
-CONFIG = replace(CSRConfig(), search=SearchConfig(num_beams=4, num_beam_groups=2,
-                                                  max_new_tokens=10, max_sentences=3))
+CONFIG = replace(
+    CSRConfig(),
+    search=SearchConfig(num_beams=4, num_beam_groups=2, max_new_tokens=10, max_sentences=3),
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,9 @@ def world(tmp_path, taught_llava, start_worker):
     rows = []
     for i in range(6):
         Image.new("RGB", (40, 40), (40 * i, 200 - 30 * i, 90)).save(images / f"{i:04d}.png")
-        rows.append({"id": f"{i:04d}", "image": f"{i:04d}.png",
-                     "input": "<image>\ndescribe the image ."})
+        rows.append(
+            {"id": f"{i:04d}", "image": f"{i:04d}.png", "input": "<image>\ndescribe the image ."}
+        )
     prompt_set = tmp_path / "prompts.json"
     prompt_set.write_text(json.dumps(rows))
     redis = embedded_redis.start(tmp_path / "redis.db", append_only=False)
@@ -53,12 +56,13 @@ def world(tmp_path, taught_llava, start_worker):
 
 def loop(redis, images, client, engine, consumer, reclaim_after_ms=60_000):
     streams = PromptStreams(redis, reclaim_after_ms=reclaim_after_ms)
-    return GeneratorLoop(streams, engine, client.relevance, CONFIG, str(images), consumer,
-                         batch_size=3)
+    return GeneratorLoop(
+        streams, engine, client.relevance, CONFIG, str(images), consumer, batch_size=3
+    )
 
 
 def test_prompt_set_in_the_authors_format_is_loaded_once(world):
-    redis, prompt_set, images, client, engine = world
+    redis, prompt_set, _images, _client, _engine = world
     items = load_prompt_set(str(prompt_set), iteration=1)
     assert items[0] == WorkItem("0000", "describe the image .", "0000.png", 1)
     streams = PromptStreams(redis)
@@ -108,8 +112,9 @@ def test_a_crashed_generator_loses_no_prompt_and_repeats_no_pair(world):
     assert len(replay.pairs()) == len(records) and replay.pending() == 0
 
 
-def make_adapter(directory, version: str, base_name: str = "tiny-llava", seed: int = 5,
-                 hidden: int = 64):
+def make_adapter(
+    directory, version: str, base_name: str = "tiny-llava", seed: int = 5, hidden: int = 64
+):
     return make_random_adapter(directory, version, base_name, seed, hidden)
 
 
@@ -118,10 +123,18 @@ def first_answers(generator, world_images, prompt_ids=("0000",)):
     from services.generator.pipeline import search_prompts
     from services.runtime.vlm import load_rgb
 
-    requests = [SearchRequest(i, "describe the image .", str(world_images / f"{i}.png"))
-                for i in prompt_ids]
-    outcomes = search_prompts(requests, generator.engine, lambda image, s: [1.0] * len(s),
-                              CONFIG, load_rgb, 1, generator.adapter_version)
+    requests = [
+        SearchRequest(i, "describe the image .", str(world_images / f"{i}.png")) for i in prompt_ids
+    ]
+    outcomes = search_prompts(
+        requests,
+        generator.engine,
+        lambda image, s: [1.0] * len(s),
+        CONFIG,
+        load_rgb,
+        1,
+        generator.adapter_version,
+    )
     return [sorted(p.text for p in o.search.finished) for o in outcomes]
 
 
@@ -132,9 +145,16 @@ def test_hot_reload_changes_the_next_prompts_output_and_stamps_the_version(world
     model, processor = build_tiny_llava(seed=2)
     teach_sentences(model, processor, steps=60)
     engine = VLMEngine(model, processor, CONFIG.search)
-    generator = GeneratorLoop(PromptStreams(redis), engine, client.relevance, CONFIG,
-                              str(images), "g", batch_size=3,
-                              slot=AdapterSlot(model, "tiny-llava"))
+    generator = GeneratorLoop(
+        PromptStreams(redis),
+        engine,
+        client.relevance,
+        CONFIG,
+        str(images),
+        "g",
+        batch_size=3,
+        slot=AdapterSlot(model, "tiny-llava"),
+    )
     before = first_answers(generator, images)
     done = generator.request_adapter(str(make_adapter(tmp_path / "v1", "1")))
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=2))
@@ -152,9 +172,16 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
     redis, prompt_set, images, client, _ = world
     model, processor = build_tiny_qwen2_vl(seed=2)
     teach_sentences(model, processor, steps=60)
-    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
-                              client.relevance, CONFIG, str(images), "q", batch_size=3,
-                              slot=AdapterSlot(model, "tiny-qwen2-vl"))
+    generator = GeneratorLoop(
+        PromptStreams(redis),
+        VLMEngine(model, processor, CONFIG.search),
+        client.relevance,
+        CONFIG,
+        str(images),
+        "q",
+        batch_size=3,
+        slot=AdapterSlot(model, "tiny-qwen2-vl"),
+    )
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
     while generator.run_once(block_ms=10):
         pass
@@ -164,8 +191,9 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
         assert PreferenceRecord.from_json(record.to_json()) == record
         assert record.adapter_version == "base" and record.chosen != record.rejected
     before = first_answers(generator, images)
-    adapter = make_random_adapter(tmp_path / "q1", "1", "tiny-qwen2-vl",
-                                  builder=build_tiny_qwen2_vl)
+    adapter = make_random_adapter(
+        tmp_path / "q1", "1", "tiny-qwen2-vl", builder=build_tiny_qwen2_vl
+    )
     done = generator.request_adapter(str(adapter))
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=2))
     generator.run_once(block_ms=10)
@@ -174,28 +202,41 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
     assert first_answers(generator, images) != before
 
 
-@pytest.mark.parametrize("spoil,message", [
-    ("corrupt", "does not match its sha256"),
-    ("pickle", "pickled weights"),
-    ("other-base", "was trained on 'another-model'"),
-    ("no-manifest", "lacks manifest.json"),
-    ("wrong-shapes", "does not fit the model"),
-])
+@pytest.mark.parametrize(
+    "spoil,message",
+    [
+        ("corrupt", "does not match its sha256"),
+        ("pickle", "pickled weights"),
+        ("other-base", "was trained on 'another-model'"),
+        ("no-manifest", "lacks manifest.json"),
+        ("wrong-shapes", "does not fit the model"),
+    ],
+)
 def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path, spoil, message):
     from services.generator.adapter_slot import AdapterSlot
     from services.runtime.adapters import AdapterError
 
-    redis, prompt_set, images, client, engine = world
+    redis, _prompt_set, images, client, _engine = world
     model, processor = build_tiny_llava(seed=2)
     slot = AdapterSlot(model, "tiny-llava")
-    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
-                              client.relevance, CONFIG, str(images), "g", slot=slot)
+    generator = GeneratorLoop(
+        PromptStreams(redis),
+        VLMEngine(model, processor, CONFIG.search),
+        client.relevance,
+        CONFIG,
+        str(images),
+        "g",
+        slot=slot,
+    )
     assert generator.request_adapter(str(make_adapter(tmp_path / "good", "1"))) is not None
     generator.run_once(block_ms=10)
     serving = first_answers(generator, images)
-    bad = make_adapter(tmp_path / "bad", "2",
-                       base_name="another-model" if spoil == "other-base" else "tiny-llava",
-                       hidden=128 if spoil == "wrong-shapes" else 64)
+    bad = make_adapter(
+        tmp_path / "bad",
+        "2",
+        base_name="another-model" if spoil == "other-base" else "tiny-llava",
+        hidden=128 if spoil == "wrong-shapes" else 64,
+    )
     if spoil == "corrupt":
         weights = bad / "adapter_model.safetensors"
         data = bytearray(weights.read_bytes())
@@ -223,11 +264,17 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
     from services.generator.admin import create_server
     from services.runtime.announce import AdapterSubscriber, announce_adapter
 
-    redis, prompt_set, images, client, engine = world
+    redis, _prompt_set, images, client, _engine = world
     model, processor = build_tiny_llava(seed=2)
-    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
-                              client.relevance, CONFIG, str(images), "g",
-                              slot=AdapterSlot(model, "tiny-llava"))
+    generator = GeneratorLoop(
+        PromptStreams(redis),
+        VLMEngine(model, processor, CONFIG.search),
+        client.relevance,
+        CONFIG,
+        str(images),
+        "g",
+        slot=AdapterSlot(model, "tiny-llava"),
+    )
     stop = threading.Event()
 
     def serve():
@@ -241,8 +288,9 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
     subscriber = AdapterSubscriber(redis, generator.request_adapter).start()
     try:
         admin = generator_pb2_grpc.GeneratorAdminStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
-        answer = admin.LoadAdapter(generator_pb2.LoadAdapterRequest(
-            path=str(make_adapter(tmp_path / "v1", "1"))))
+        answer = admin.LoadAdapter(
+            generator_pb2.LoadAdapterRequest(path=str(make_adapter(tmp_path / "v1", "1")))
+        )
         assert answer.version == "1" and 0 < answer.swap_seconds < 10
         assert admin.Status(generator_pb2.StatusRequest()).adapter_version == "1"
         with pytest.raises(grpc.RpcError) as info:
@@ -261,8 +309,7 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
         runner.join(10)
 
 
-def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, clip_dirs,
-                                                                        backends):
+def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, clip_dirs, backends):
     import socket
 
     from services.reward.worker import BackgroundWorker
@@ -273,9 +320,17 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     reward = RewardClient(f"127.0.0.1:{port}", timeout=2, retries=1, backoff=0.01)
-    generator = GeneratorLoop(PromptStreams(redis, reclaim_after_ms=100), engine,
-                              reward.relevance, CONFIG, str(images), "g", batch_size=3,
-                              reward_probe=reward.info, retry_after_s=0.05)
+    generator = GeneratorLoop(
+        PromptStreams(redis, reclaim_after_ms=100),
+        engine,
+        reward.relevance,
+        CONFIG,
+        str(images),
+        "g",
+        batch_size=3,
+        reward_probe=reward.info,
+        retry_after_s=0.05,
+    )
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
     assert generator.run_once(block_ms=10) == 0  # no reward service: nothing done
     assert not generator.healthy
@@ -284,11 +339,13 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
     import httpx
 
     from services.generator.observe import serve_health
+
     http, http_port = serve_health(generator, generator.metrics, "127.0.0.1", 0)
     health = httpx.get(f"http://127.0.0.1:{http_port}/healthz")
     assert health.status_code == 503 and health.json()["status"] == "reward-unavailable"
-    worker = BackgroundWorker(settings("open_clip", clip_dirs["open_clip"], grpc_port=port),
-                              backends["open_clip"]).start()
+    worker = BackgroundWorker(
+        settings("open_clip", clip_dirs["open_clip"], grpc_port=port), backends["open_clip"]
+    ).start()
     try:
         deadline = time.monotonic() + 60
         while generator.run_once(block_ms=10) or generator.streams.pending():
@@ -301,7 +358,9 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
     assert httpx.get(f"http://127.0.0.1:{http_port}/healthz").status_code == 200
     metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
     assert "csr_generator_tokens_total" in metrics, metrics
-    assert "csr_generator_prompts_total 6.0" in metrics, [l for l in metrics.splitlines() if "total" in l]
+    assert "csr_generator_prompts_total 6.0" in metrics, [
+        line for line in metrics.splitlines() if "total" in line
+    ]
     http.shutdown()
     done = len(generator.streams.pairs()) + sum(generator.streams.no_pairs().values())
     assert done == 6
@@ -325,8 +384,15 @@ def test_a_prompt_with_a_missing_image_fails_alone_and_its_batch_is_served(world
 
 def test_a_failing_batch_leaves_its_prompts_pending_and_the_loop_running(world):
     redis, prompt_set, images, client, engine = world
-    broken = GeneratorLoop(PromptStreams(redis), engine, lambda image, sentences: [], CONFIG,
-                           str(images), "g", batch_size=3)  # wrong answer: RelevanceError
+    broken = GeneratorLoop(
+        PromptStreams(redis),
+        engine,
+        lambda image, sentences: [],
+        CONFIG,
+        str(images),
+        "g",
+        batch_size=3,
+    )  # wrong answer: RelevanceError
     broken.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:3])
     assert broken.run_once(block_ms=10) == 0
     assert broken.streams.pending() == 3 and broken.streams.pairs() == []
@@ -343,8 +409,9 @@ def test_a_prompt_that_breaks_its_batch_is_retried_alone_and_the_others_finish(w
             raise ValueError("this image breaks the model (simulated)")
         return client.relevance(image_ref, sentences)
 
-    generator = GeneratorLoop(PromptStreams(redis), engine, fragile, CONFIG, str(images), "g",
-                              batch_size=3)
+    generator = GeneratorLoop(
+        PromptStreams(redis), engine, fragile, CONFIG, str(images), "g", batch_size=3
+    )
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:3])
     assert generator.run_once(block_ms=10) == 2  # 0000 and 0002 finished, 0001 left pending
     assert generator.streams.pending() == 1
@@ -362,17 +429,26 @@ def test_a_batch_slower_than_the_reclaim_time_is_not_taken_over(world):
         time.sleep(0.15)
         return client.relevance(image_ref, sentences)
 
-    owner = GeneratorLoop(PromptStreams(redis, reclaim_after_ms=200), engine, slow, CONFIG,
-                          str(images), "owner", batch_size=2)
+    owner = GeneratorLoop(
+        PromptStreams(redis, reclaim_after_ms=200),
+        engine,
+        slow,
+        CONFIG,
+        str(images),
+        "owner",
+        batch_size=2,
+    )
     owner.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:2])
     stolen, running = [], threading.Event()
 
     def rival():  # a replica that takes over whatever has been idle for 200 ms
         while not running.is_set():
-            answer = redis.xautoclaim("csr:prompts", "generators", "rival", 200,
-                                      start_id="0-0", count=2)
+            answer = redis.xautoclaim(
+                "csr:prompts", "generators", "rival", 200, start_id="0-0", count=2
+            )
             stolen.extend(entry for entry in answer[1] if entry[1])
             time.sleep(0.02)
+
     started = time.monotonic()
     thread = threading.Thread(target=rival)
     thread.start()
@@ -389,11 +465,18 @@ def test_an_unreadable_adapter_is_refused_without_stopping_the_loop(world, tmp_p
     from services.generator.adapter_slot import AdapterSlot
     from services.runtime.adapters import AdapterError
 
-    redis, prompt_set, images, client, engine = world
+    redis, _prompt_set, images, client, _engine = world
     model, processor = build_tiny_llava(seed=2)
     slot = AdapterSlot(model, "tiny-llava")
-    generator = GeneratorLoop(PromptStreams(redis), VLMEngine(model, processor, CONFIG.search),
-                              client.relevance, CONFIG, str(images), "g", slot=slot)
+    generator = GeneratorLoop(
+        PromptStreams(redis),
+        VLMEngine(model, processor, CONFIG.search),
+        client.relevance,
+        CONFIG,
+        str(images),
+        "g",
+        slot=slot,
+    )
     adapter = make_adapter(tmp_path / "v1", "1")
 
     def unreadable(*args, **kwargs):

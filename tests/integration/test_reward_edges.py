@@ -10,11 +10,11 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.client import RewardClient, RewardServiceError
 from services.reward.models import ModelLoadError, load_backend
 from tests.integration.conftest import png
@@ -25,8 +25,9 @@ OK = ["there is a cat ."]
 def noise_png(side: int) -> bytes:
     """Random pixels do not compress: a side of 200 makes a PNG of about 120 kB."""
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
-                    ).save(buffer, "PNG")
+    Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    ).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -35,16 +36,19 @@ def stub_for(worker):
 
 
 BAD_REQUESTS = [
-    (dict(image_bytes=b"definitely not an image", sentences=OK), "not a decodable image"),
-    (dict(image_bytes=b"", sentences=OK), "the image is empty"),
-    (dict(image_sha256="ab" * 32, sentences=OK), "does not hold image"),
-    (dict(image_sha256="XYZ", sentences=OK), "not 64 lower-case hex"),
-    (dict(sentences=OK), "no image"),
-    (dict(image_bytes=png(), sentences=[]), "no sentences"),
-    (dict(image_bytes=png(), sentences=["fine .", "   "]), "sentence 1 is empty"),
-    (dict(image_bytes=png(), sentences=["a ."] * 9), "9 sentences in one request; the limit is 8"),
-    (dict(image_bytes=png(), sentences=["x" * 5000]), "sentence 0 has 5000 characters"),
-    (dict(image_bytes=noise_png(200), sentences=OK), "bytes; the limit is 20000"),
+    ({"image_bytes": b"definitely not an image", "sentences": OK}, "not a decodable image"),
+    ({"image_bytes": b"", "sentences": OK}, "the image is empty"),
+    ({"image_sha256": "ab" * 32, "sentences": OK}, "does not hold image"),
+    ({"image_sha256": "XYZ", "sentences": OK}, "not 64 lower-case hex"),
+    ({"sentences": OK}, "no image"),
+    ({"image_bytes": png(), "sentences": []}, "no sentences"),
+    ({"image_bytes": png(), "sentences": ["fine .", "   "]}, "sentence 1 is empty"),
+    (
+        {"image_bytes": png(), "sentences": ["a ."] * 9},
+        "9 sentences in one request; the limit is 8",
+    ),
+    ({"image_bytes": png(), "sentences": ["x" * 5000]}, "sentence 0 has 5000 characters"),
+    ({"image_bytes": noise_png(200), "sentences": OK}, "bytes; the limit is 20000"),
 ]
 
 
@@ -59,14 +63,19 @@ def test_grpc_bad_input_is_invalid_argument_and_named(strict_worker, fields, mes
         stub_for(strict_worker).Score(reward_pb2.ScoreRequest(**fields))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in info.value.details()
-    assert len(stub_for(strict_worker).Score(
-        reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK)).scores) == 1
+    assert (
+        len(
+            stub_for(strict_worker)
+            .Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK))
+            .scores
+        )
+        == 1
+    )
 
 
 def test_unknown_image_tells_the_client_to_send_bytes(strict_worker):
     with pytest.raises(grpc.RpcError) as info:
-        stub_for(strict_worker).Score(reward_pb2.ScoreRequest(image_sha256="cd" * 32,
-                                                              sentences=OK))
+        stub_for(strict_worker).Score(reward_pb2.ScoreRequest(image_sha256="cd" * 32, sentences=OK))
     assert ("csr-error", "unknown-image") in info.value.trailing_metadata()
     assert "send the image bytes" in info.value.details()
 
@@ -75,21 +84,30 @@ def test_invalid_utf8_is_invalid_argument(strict_worker):
     # A ScoreRequest whose sentence (field 3) holds the bytes FF FE: not UTF-8.
     raw = reward_pb2.ScoreRequest(image_bytes=png()).SerializeToString() + b"\x1a\x02\xff\xfe"
     channel = grpc.insecure_channel(strict_worker.grpc_address)
-    call = channel.unary_unary("/csr.v1.RewardService/Score", request_serializer=lambda b: b,
-                               response_deserializer=reward_pb2.ScoreResponse.FromString)
+    call = channel.unary_unary(
+        "/csr.v1.RewardService/Score",
+        request_serializer=lambda b: b,
+        response_deserializer=reward_pb2.ScoreResponse.FromString,
+    )
     with pytest.raises(grpc.RpcError) as info:
         call(raw)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "UTF-8" in info.value.details()
 
 
-@pytest.mark.parametrize("body,message", [
-    ({"image_base64": base64.b64encode(b"junk").decode(), "sentences": OK}, "not a decodable"),
-    ({"image_base64": "%%%", "sentences": OK}, "not valid base64"),
-    ({"sentences": OK}, "no image"),
-    ({"image_base64": base64.b64encode(png()).decode(), "sentences": "a cat"}, "list of strings"),
-    ({"image_base64": base64.b64encode(png()).decode(), "sentences": []}, "no sentences"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ({"image_base64": base64.b64encode(b"junk").decode(), "sentences": OK}, "not a decodable"),
+        ({"image_base64": "%%%", "sentences": OK}, "not valid base64"),
+        ({"sentences": OK}, "no image"),
+        (
+            {"image_base64": base64.b64encode(png()).decode(), "sentences": "a cat"},
+            "list of strings",
+        ),
+        ({"image_base64": base64.b64encode(png()).decode(), "sentences": []}, "no sentences"),
+    ],
+)
 def test_http_bad_input_is_400_and_named(strict_worker, body, message):
     response = httpx.post(f"{strict_worker.http_url}/v1/score", json=body)
     assert response.status_code == 400
@@ -98,8 +116,11 @@ def test_http_bad_input_is_400_and_named(strict_worker, body, message):
 
 def test_http_invalid_utf8_and_non_json(strict_worker):
     for raw in (b'{"sentences": ["\xff"]}', b"[1, 2"):
-        response = httpx.post(f"{strict_worker.http_url}/v1/score", content=raw,
-                              headers={"content-type": "application/json"})
+        response = httpx.post(
+            f"{strict_worker.http_url}/v1/score",
+            content=raw,
+            headers={"content-type": "application/json"},
+        )
         assert response.status_code == 400 and "UTF-8 JSON" in response.json()["detail"]
 
 
@@ -116,10 +137,17 @@ def test_token_is_required_on_both_apis_when_set(start_worker):
         assert len(client.score(png(), OK)) == 1
     body = {"image_base64": base64.b64encode(png()).decode(), "sentences": OK}
     assert httpx.post(f"{worker.http_url}/v1/score", json=body).status_code == 401
-    assert httpx.post(f"{worker.http_url}/v1/score", json=body,
-                      headers={"authorization": "Bearer s3cret"}).status_code == 200
+    assert (
+        httpx.post(
+            f"{worker.http_url}/v1/score", json=body, headers={"authorization": "Bearer s3cret"}
+        ).status_code
+        == 200
+    )
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(worker.grpc_address))
-    assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest()).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
 
 
 def test_health_metrics_reflection_and_docs(start_worker):
@@ -129,8 +157,11 @@ def test_health_metrics_reflection_and_docs(start_worker):
     status = health.Check(health_pb2.HealthCheckRequest(service="csr.v1.RewardService")).status
     assert status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    [answer] = list(reflection.ServerReflectionInfo(iter(
-        [reflection_pb2.ServerReflectionRequest(list_services="")])))
+    [answer] = list(
+        reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+    )
     names = {s.name for s in answer.list_services_response.service}
     assert {"csr.v1.RewardService", "grpc.health.v1.Health"} <= names
     assert httpx.get(f"{worker.http_url}/healthz").json()["status"] == "ok"
@@ -150,21 +181,23 @@ def slowed(backend, seconds: float):
     def slow(texts):
         time.sleep(seconds)
         return original(texts)
+
     return original, slow
 
 
 def test_a_full_queue_fails_fast_with_resource_exhausted(start_worker, backends):
     backend = backends["open_clip"]
-    worker = start_worker(max_queue_sentences=8, max_sentences_per_request=8, max_batch_size=8,
-                          max_wait_ms=0)
+    worker = start_worker(
+        max_queue_sentences=8, max_sentences_per_request=8, max_batch_size=8, max_wait_ms=0
+    )
     image = png((9, 9, 9))
     stub = stub_for(worker)
     stub.Score(reward_pb2.ScoreRequest(image_bytes=image, sentences=OK))  # image now cached
-    original, slow = slowed(backend, 0.8)
+    _original, slow = slowed(backend, 0.8)
     backend.encode_texts_flagged = slow
     try:
         eight = reward_pb2.ScoreRequest(image_bytes=image, sentences=OK * 8)
-        first = stub.Score.future(eight)   # taken into a batch at once, encodes for 0.8 s
+        first = stub.Score.future(eight)  # taken into a batch at once, encodes for 0.8 s
         time.sleep(0.2)
         second = stub.Score.future(eight)  # waits in the queue: 8 of 8 places
         time.sleep(0.2)
@@ -192,11 +225,16 @@ def test_a_request_limit_beyond_the_queue_is_refused_at_start():
 
 def test_an_oversized_body_is_413_with_or_without_a_length(strict_worker):
     too_big = b"x" * (9 * 1024 * 1024)  # the limit: 4/3 of 20000 image bytes + 8 MiB
-    with_length = httpx.post(f"{strict_worker.http_url}/v1/score", content=too_big,
-                             headers={"content-type": "application/json"})
-    chunked = httpx.post(f"{strict_worker.http_url}/v1/score",
-                         content=(too_big[i:i + 65536] for i in range(0, len(too_big), 65536)),
-                         headers={"content-type": "application/json"})
+    with_length = httpx.post(
+        f"{strict_worker.http_url}/v1/score",
+        content=too_big,
+        headers={"content-type": "application/json"},
+    )
+    chunked = httpx.post(
+        f"{strict_worker.http_url}/v1/score",
+        content=(too_big[i : i + 65536] for i in range(0, len(too_big), 65536)),
+        headers={"content-type": "application/json"},
+    )
     for response in (with_length, chunked):
         assert response.status_code == 413 and response.json()["error"] == "too-large"
     assert stub_for(strict_worker).Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK))
@@ -238,8 +276,15 @@ def test_a_failed_start_releases_what_it_started(clip_dirs, backends):
     free.bind(("127.0.0.1", 0))
     grpc_port = free.getsockname()[1]
     free.close()
-    worker = BackgroundWorker(settings("open_clip", clip_dirs["open_clip"], grpc_port=grpc_port,
-                                       http_port=taken.getsockname()[1]), backends["open_clip"])
+    worker = BackgroundWorker(
+        settings(
+            "open_clip",
+            clip_dirs["open_clip"],
+            grpc_port=grpc_port,
+            http_port=taken.getsockname()[1],
+        ),
+        backends["open_clip"],
+    )
     with pytest.raises(OSError):
         worker.start()
     taken.close()
@@ -265,8 +310,9 @@ def test_client_deadline_is_honoured_and_the_worker_keeps_serving(start_worker, 
         worker = start_worker()
         started = time.perf_counter()
         with pytest.raises(grpc.RpcError) as info:
-            stub_for(worker).Score(reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK),
-                                   timeout=0.2)
+            stub_for(worker).Score(
+                reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK), timeout=0.2
+            )
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.perf_counter() - started < 0.55
     finally:

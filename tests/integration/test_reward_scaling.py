@@ -62,17 +62,39 @@ def test_csr_score_cli_prints_scores_from_a_running_worker(start_worker, tmp_pat
     image.write_bytes(png())
     with RewardClient(worker.grpc_address) as client:
         expected = client.score(png(), ["a red square ."])[0].relevance
-    out = subprocess.run([sys.executable, "-m", "csr_cli.main", "score", str(image), "a red square .",
-                          "--target", worker.grpc_address, "--json"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csr_cli.main",
+            "score",
+            str(image),
+            "a red square .",
+            "--target",
+            worker.grpc_address,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert f'"relevance": {expected}' in out.stdout
 
 
 def test_csr_reward_serve_names_a_missing_model(tmp_path):
-    env = dict(os.environ, CSR_REWARD_MODEL=str(tmp_path / "nowhere"), CSR_REWARD_GRPC_PORT="0",
-               CSR_REWARD_HTTP_PORT="0")
-    out = subprocess.run([sys.executable, "-m", "csr_cli.main", "reward", "serve"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    env = dict(
+        os.environ,
+        CSR_REWARD_MODEL=str(tmp_path / "nowhere"),
+        CSR_REWARD_GRPC_PORT="0",
+        CSR_REWARD_HTTP_PORT="0",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "csr_cli.main", "reward", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "nowhere" in out.stderr and "cannot load open_clip model" in out.stderr

@@ -10,9 +10,9 @@ import grpc
 import httpx
 import pytest
 import torch
-from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from PIL import Image
 
+from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.client import RewardClient
 from tests.integration.conftest import png
 
@@ -45,12 +45,19 @@ def test_http_json_and_multipart_match_grpc(start_worker, backend):
     image = png((20, 200, 40))
     with RewardClient(worker.grpc_address) as client:
         expected = [s.cosine for s in client.score(image, SENTENCES[:2])]
-    by_json = httpx.post(f"{worker.http_url}/v1/score", json={
-        "image_base64": base64.b64encode(image).decode(), "sentences": SENTENCES[:2]})
-    by_form = httpx.post(f"{worker.http_url}/v1/score", files={"image": ("x.png", image)},
-                         data={"sentences": SENTENCES[:2]})
-    by_hash = httpx.post(f"{worker.http_url}/v1/score", json={
-        "image_sha256": by_json.json()["image_sha256"], "sentences": SENTENCES[:2]})
+    by_json = httpx.post(
+        f"{worker.http_url}/v1/score",
+        json={"image_base64": base64.b64encode(image).decode(), "sentences": SENTENCES[:2]},
+    )
+    by_form = httpx.post(
+        f"{worker.http_url}/v1/score",
+        files={"image": ("x.png", image)},
+        data={"sentences": SENTENCES[:2]},
+    )
+    by_hash = httpx.post(
+        f"{worker.http_url}/v1/score",
+        json={"image_sha256": by_json.json()["image_sha256"], "sentences": SENTENCES[:2]},
+    )
     for response in (by_json, by_form, by_hash):
         assert response.status_code == 200, response.text
         assert [s["cosine"] for s in response.json()["scores"]] == pytest.approx(expected, abs=1e-6)
@@ -59,16 +66,20 @@ def test_http_json_and_multipart_match_grpc(start_worker, backend):
 def _concurrent_scores(address, images, sentences_per_request):
     def one(i):
         with RewardClient(address) as client:
-            return [s.cosine for s in client.score(images[i % len(images)],
-                                                   sentences_per_request[i])]
+            return [
+                s.cosine for s in client.score(images[i % len(images)], sentences_per_request[i])
+            ]
+
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, range(len(sentences_per_request))))
 
 
 def test_batching_on_and_off_give_the_same_scores(start_worker):
     images = [png((200, 30, 30)), png((30, 30, 200), (50, 50))]
-    requests = [[f"there is a {c} {s} ." for s in ("circle", "ring", "cross")]
-                for c in ("red", "blue", "green", "yellow", "small", "large")] * 3
+    requests = [
+        [f"there is a {c} {s} ." for s in ("circle", "ring", "cross")]
+        for c in ("red", "blue", "green", "yellow", "small", "large")
+    ] * 3
     unbatched = start_worker(max_batch_size=1, max_wait_ms=0)
     batched = start_worker(max_batch_size=64, max_wait_ms=30)
     off = _concurrent_scores(unbatched.grpc_address, images, requests)
@@ -87,8 +98,9 @@ def test_cache_hit_and_miss_give_the_same_scores(start_worker):
     image = png((120, 10, 200))
     stub = reward_pb2_grpc.RewardServiceStub(grpc.insecure_channel(worker.grpc_address))
     miss = stub.Score(reward_pb2.ScoreRequest(image_bytes=image, sentences=SENTENCES))
-    by_hash = stub.Score(reward_pb2.ScoreRequest(image_sha256=miss.image_sha256,
-                                                 sentences=SENTENCES))
+    by_hash = stub.Score(
+        reward_pb2.ScoreRequest(image_sha256=miss.image_sha256, sentences=SENTENCES)
+    )
     by_bytes_again = stub.Score(reward_pb2.ScoreRequest(image_bytes=image, sentences=SENTENCES))
     assert list(miss.scores) == list(by_hash.scores) == list(by_bytes_again.scores)
     cache = worker.worker.scorer.metrics.cache

@@ -13,8 +13,11 @@ from toyworld.clip import ClipRecipe
 from toyworld.vlm import VLMRecipe
 from toyworld.world import WorldConfig
 
-SMALL = ToyWorldRecipe(WorldConfig(), ClipRecipe(images=256, steps=12, batch=32),
-                       VLMRecipe(captions=96, epochs=1, batch=32))
+SMALL = ToyWorldRecipe(
+    WorldConfig(),
+    ClipRecipe(images=256, steps=12, batch=32),
+    VLMRecipe(captions=96, epochs=1, batch=32),
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +26,14 @@ def built(tmp_path_factory):
 
 
 def test_a_rebuild_from_the_seed_gives_the_same_bits_and_a_current_build_is_reused(
-        built, tmp_path, monkeypatch):
+    built, tmp_path, monkeypatch
+):
     again = build_toyworld(tmp_path, seed=3, recipe=SMALL, progress=False)
     assert again.record["sha256"] == built.record["sha256"]
     other = build_toyworld(tmp_path / "other", seed=4, recipe=SMALL, progress=False)
     assert other.record["sha256"] != built.record["sha256"]
-    import toyworld.build as build
+    from toyworld import build
+
     monkeypatch.setattr(build, "train_clip", lambda *a, **k: pytest.fail("retrained"))
     assert build_toyworld(tmp_path, seed=3, recipe=SMALL, progress=False).record == again.record
     (tmp_path / "vlm" / "model.safetensors").write_bytes(b"damaged")
@@ -51,8 +56,9 @@ def test_the_reward_service_and_the_generator_load_them_like_real_models(built):
     scene = scenes(0, 1)[0]
     assert clip.info.image_size == 32
     model, processor = load_vlm(GeneratorSettings(model=str(built.vlm)))
-    engine = VLMEngine(model, processor, SearchConfig(num_beams=2, num_beam_groups=2,
-                                                      max_new_tokens=6))
+    engine = VLMEngine(
+        model, processor, SearchConfig(num_beams=2, num_beam_groups=2, max_new_tokens=6)
+    )
     request = SearchRequest("p", "Describe the image.", "x")
     engine.encode_prompt("p", request.prompt, render(scene))
     [candidates] = engine.expand([Prefix(request, ())])
@@ -71,8 +77,12 @@ def test_eval_scores_a_model_and_an_adapter_on_held_out_scenes(built, tmp_path):
     assert set(base["pope"]) == {"random", "popular", "adversarial"}
     assert all(p["questions"] >= 12 for p in base["pope"].values())
     model, _ = load_model(built.vlm)
-    noisy = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, init_lora_weights=False,
-                                             target_modules=LANGUAGE_MODEL_LINEAR_LAYERS))
+    noisy = get_peft_model(
+        model,
+        LoraConfig(
+            r=4, lora_alpha=64, init_lora_weights=False, target_modules=LANGUAGE_MODEL_LINEAR_LAYERS
+        ),
+    )
     noisy.save_pretrained(str(tmp_path / "adapter"))
     shifted = evaluate(built.vlm, tmp_path / "adapter", count=12)
     assert shifted["adapter"] == str(tmp_path / "adapter")
@@ -86,17 +96,28 @@ def test_csr_eval_writes_the_table_json_and_a_plot(built, tmp_path):
     from toyworld.evaluate import evaluate
 
     with pytest.raises(SystemExit) as done:
-        main(["eval", "--model", str(built.vlm), "--count", "6", "--json",
-              str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png")])
+        main(
+            [
+                "eval",
+                "--model",
+                str(built.vlm),
+                "--count",
+                "6",
+                "--json",
+                str(tmp_path / "e.json"),
+                "--plot",
+                str(tmp_path / "e.png"),
+            ]
+        )
     assert done.value.code == 0
     [written] = json.loads((tmp_path / "e.json").read_text())
     assert written["chair"] == evaluate(built.vlm, count=6)["chair"]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-
 def test_agreement_searches_every_prompt_per_variant_without_one_search_leaking_into_another(
-        tmp_path):
+    tmp_path,
+):
     from csr.evaluation.agreement import pair_agreement
     from csr.evaluation.metrics import chair
     from toyworld.agreement import compare_variants
@@ -119,18 +140,24 @@ def test_agreement_searches_every_prompt_per_variant_without_one_search_leaking_
     assert made, csr.pairs
     assert report.agreements[("csr", "lambda-0")] == pair_agreement(csr.pairs, lambda0.pairs)
     truths = {f"toy-3-{i}": s.shapes for i, s in enumerate(scenes(PROMPT_SEED_BASE + 3, 6))}
-    assert csr.chosen == chair([csr.pairs[k][0] for k in made], [truths[k] for k in made],
-                               VOCABULARY)
+    assert csr.chosen == chair(
+        [csr.pairs[k][0] for k in made], [truths[k] for k in made], VOCABULARY
+    )
     from peft import LoraConfig, get_peft_model
 
     from csr.config import LANGUAGE_MODEL_LINEAR_LAYERS
     from evaluation.generate import load_model
 
     model, _ = load_model(tmp_path / "models" / "seed-3" / "vlm")
-    noisy = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, init_lora_weights=False,
-                                             target_modules=LANGUAGE_MODEL_LINEAR_LAYERS))
+    noisy = get_peft_model(
+        model,
+        LoraConfig(
+            r=4, lora_alpha=64, init_lora_weights=False, target_modules=LANGUAGE_MODEL_LINEAR_LAYERS
+        ),
+    )
     noisy.save_pretrained(str(tmp_path / "adapter"))
-    moved = compare_variants(tmp_path, 3, ["csr", "lambda-0"], plan, writer,
-                             adapter=tmp_path / "adapter")
+    moved = compare_variants(
+        tmp_path, 3, ["csr", "lambda-0"], plan, writer, adapter=tmp_path / "adapter"
+    )
     assert moved.adapter == tmp_path / "adapter"
     assert moved.variants[0].pairs != csr.pairs  # searched from the adapter, not the base

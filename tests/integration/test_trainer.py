@@ -36,33 +36,45 @@ def test_lora_update_changes_adapter_weights_and_leaves_base_untouched(world, tm
     records = world.answer()
     base = base_model()
     before = {name: p.detach().clone() for name, p in base.named_parameters()}
-    result = train_update(base, world.trainer().processor, None,
-                          [dpo_example(r, "</s>") for r in records],
-                          lambda p: __import__("PIL.Image").Image.open(world.images / p),
-                          CONFIG.dpo, tmp_path / "out")
+    result = train_update(
+        base,
+        world.trainer().processor,
+        None,
+        [dpo_example(r, "</s>") for r in records],
+        lambda p: __import__("PIL.Image").Image.open(world.images / p),
+        CONFIG.dpo,
+        tmp_path / "out",
+    )
     after = dict(result.model.named_parameters())
     lora = {n: p for n, p in after.items() if ".lora_" in n and ".default." in n}
     assert lora and all("language_model" in n for n in lora)  # vision tower: no LoRA
     moved = [n for n, p in lora.items() if "lora_B" in n and p.abs().max() > 0]
     assert len(moved) == len([n for n in lora if "lora_B" in n])  # B starts at 0, all moved
     for name, weight in before.items():
-        peft_name = "base_model.model." + name.replace(".weight", ".base_layer.weight") \
-            if f"base_model.model.{name.replace('.weight', '.base_layer.weight')}" in after \
+        peft_name = (
+            "base_model.model." + name.replace(".weight", ".base_layer.weight")
+            if f"base_model.model.{name.replace('.weight', '.base_layer.weight')}" in after
             else "base_model.model." + name
+        )
         assert torch.equal(after[peft_name], weight), name
     assert result.steps == 2 and result.metrics["rewards/margins"] != 0
 
 
 def completion_logps(model, processor, image, prompt: str, completion: str) -> float:
     """log p(completion | image, prompt), summed over its tokens, by a plain forward."""
-    inputs = processor(images=image, text=chat_prompt(processor, prompt), return_tensors="pt",
-                       add_special_tokens=False)
-    tokens = processor.tokenizer(completion, add_special_tokens=False,
-                                 return_tensors="pt")["input_ids"]
+    inputs = processor(
+        images=image,
+        text=chat_prompt(processor, prompt),
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
+    tokens = processor.tokenizer(completion, add_special_tokens=False, return_tensors="pt")[
+        "input_ids"
+    ]
     ids = torch.cat([inputs["input_ids"], tokens], dim=1)
     with torch.no_grad():
         logits = model(input_ids=ids, pixel_values=inputs["pixel_values"]).logits
-    logps = torch.log_softmax(logits[0, -tokens.shape[1] - 1:-1].float(), dim=-1)
+    logps = torch.log_softmax(logits[0, -tokens.shape[1] - 1 : -1].float(), dim=-1)
     return float(logps.gather(1, tokens[0][:, None]).sum())
 
 
@@ -86,10 +98,19 @@ def test_the_reference_is_the_previous_iterations_model(world):
     eos = trainer.processor.tokenizer.eos_token
     v1 = PeftModel.from_pretrained(base_model(), str(trainer.store.path(1))).eval()
     base = base_model().eval()
+
     def mean_logps(model):
-        return sum(completion_logps(model, trainer.processor,
-                                    Image.open(world.images / r.image).convert("RGB"), r.prompt,
-                                    dpo_example(r, eos).chosen) for r in records) / len(records)
+        return sum(
+            completion_logps(
+                model,
+                trainer.processor,
+                Image.open(world.images / r.image).convert("RGB"),
+                r.prompt,
+                dpo_example(r, eos).chosen,
+            )
+            for r in records
+        ) / len(records)
+
     assert first["logps/chosen"] == pytest.approx(mean_logps(v1), abs=1e-3)
     assert abs(mean_logps(base) - mean_logps(v1)) > 0.05  # the base would have been caught
     saved = load_file(str(trainer.store.path(1) / "adapter_model.safetensors"))
@@ -114,12 +135,14 @@ def test_publication_is_atomic_with_a_manifest_and_keeps_k_versions(world):
     def crash(directory):
         (directory / "adapter_model.safetensors").write_bytes(b"half")
         raise OSError("disk full (simulated)")
+
     with pytest.raises(OSError):
         trainer.store.publish(crash, 2, "tiny-llava")
     assert trainer.store.versions() == [1] and not list(trainer.store.root.glob(".staging-*"))
     for version in (2, 3):
-        trainer.store.publish(lambda d: (d / "adapter_model.safetensors").write_bytes(b"x"),
-                              version, "tiny-llava")
+        trainer.store.publish(
+            lambda d: (d / "adapter_model.safetensors").write_bytes(b"x"), version, "tiny-llava"
+        )
     trainer.store.keep = 2
     trainer.store.prune()
     assert trainer.store.versions() == [2, 3]
@@ -134,6 +157,7 @@ def test_a_crash_before_acknowledging_redelivers_without_double_training(world, 
 
     def die(entry_ids):
         raise KeyboardInterrupt("killed between publishing and acknowledging")
+
     crashed.pairs.ack = die
     with pytest.raises(KeyboardInterrupt):
         crashed.run_once(block_ms=1)
@@ -148,14 +172,15 @@ def test_a_crash_before_acknowledging_redelivers_without_double_training(world, 
 
 
 def test_a_crash_during_training_retrains_the_same_pairs_once(world, monkeypatch):
-    import services.trainer.service as service
+    from services.trainer import service
 
     crashed = world.trainer()
     world.queue()
     world.answer()
     real = service.train_update
-    monkeypatch.setattr(service, "train_update",
-                        lambda *a, **k: (_ for _ in ()).throw(MemoryError("killed")))
+    monkeypatch.setattr(
+        service, "train_update", lambda *a, **k: (_ for _ in ()).throw(MemoryError("killed"))
+    )
     with pytest.raises(MemoryError):
         crashed.run_once(block_ms=1)
     assert crashed.store.versions() == []
@@ -170,9 +195,12 @@ def test_malformed_records_land_in_the_dead_letter_stream(world):
     world.queue()
     good = world.answer()
     bad = json.loads(good[0].to_json())
-    for raw in ("not json", json.dumps({**bad, "schema_version": 99}),
-                json.dumps({k: v for k, v in bad.items() if k != "chosen"}),
-                json.dumps({**bad, "adapter_version": "v7"})):
+    for raw in (
+        "not json",
+        json.dumps({**bad, "schema_version": 99}),
+        json.dumps({k: v for k, v in bad.items() if k != "chosen"}),
+        json.dumps({**bad, "adapter_version": "v7"}),
+    ):
         world.redis.xadd("csr:pairs", {"record": raw})
     world.redis.xadd("csr:pairs", {"other": "field"})
     assert trainer.run_once(block_ms=1) == "published"
@@ -198,8 +226,9 @@ def test_online_schedule_trains_every_n_pairs_and_drops_stale_ones(world):
     [item] = world.prompts.claim("gen", 1, block_ms=1)  # iteration 2: whatever adapter serves
     assert (item.iteration, item.adapter, item.adapter_version) == (2, "", "")
     trainer.store.keep = 1  # the version that closed iteration 1 is pruned...
-    trainer.store.publish(lambda d: (d / "adapter_model.safetensors").write_bytes(b"x"), 2,
-                          "tiny-llava")
+    trainer.store.publish(
+        lambda d: (d / "adapter_model.safetensors").write_bytes(b"x"), 2, "tiny-llava"
+    )
     assert trainer.store.versions() == [2]
     assert trainer.iteration == 2 and trainer.store.version_of_iteration(1) == 1  # ...not lost
 
@@ -221,6 +250,7 @@ def test_a_published_adapter_is_loaded_by_a_running_generator_and_changes_its_ou
             return [(c.text, c.token_logprobs) for c in engine.expand([Prefix(request, ())])[0]]
         finally:
             engine.release("probe")
+
     world.queue()
     world.answer()  # iteration 1's pairs; the generator below has nothing to do until iteration 2
     with running_generator(world, replace(CONFIG, search=search)) as (generator, port):
@@ -251,6 +281,7 @@ def test_a_trainer_killed_mid_update_resumes_from_its_checkpoint(world, tmp_path
         if state.global_step == 3 and len(steps) == 3:
             raise KeyboardInterrupt("killed at step 3")  # checkpoint-2 is on disk
         return real(self, args, state, control, **kwargs)
+
     monkeypatch.setattr(PrometheusCallback, "on_step_end", counting)
     world.queue()
     world.answer()
@@ -293,6 +324,7 @@ def test_a_stop_request_mid_update_checkpoints_publishes_nothing_and_resumes(wor
         if state.global_step == 2:
             stop.set()  # what SIGTERM does in `csr train`
         return real(self, args, state, control, **kwargs)
+
     monkeypatch.setattr(PrometheusCallback, "on_step_end", sigterm_at_step_2)
     world.queue()
     world.answer()

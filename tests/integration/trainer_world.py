@@ -23,9 +23,13 @@ from tests.unit.fakes import ScriptedModel, ScriptedRelevance, cand
 
 SHAPES = ["circle", "square", "triangle", "cross"]
 # Small LoRA and a high learning rate: one update must visibly move a tiny model.
-CONFIG = replace(CSRConfig(), iterations=2,
-                 dpo=DPOSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=5e-3,
-                                 batch_size=2, warmup_ratio=0.0))
+CONFIG = replace(
+    CSRConfig(),
+    iterations=2,
+    dpo=DPOSettings(
+        lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=5e-3, batch_size=2, warmup_ratio=0.0
+    ),
+)
 
 
 def base_model():
@@ -40,8 +44,7 @@ class World:
     prompts: PromptStreams
 
     def queue(self, iteration: int = 1, count: int = 4) -> list[WorkItem]:
-        items = [WorkItem(f"p{i}", "describe .", f"{i % 8}.png", iteration)
-                 for i in range(count)]
+        items = [WorkItem(f"p{i}", "describe .", f"{i % 8}.png", iteration) for i in range(count)]
         self.prompts.enqueue(items)
         return items
 
@@ -50,12 +53,20 @@ class World:
         published = []
         for item in self.prompts.claim(consumer, count, block_ms=1):
             shape = SHAPES[int(item.prompt_id[1:]) % len(SHAPES)]
-            tree = {"": [cand(f" there is a {shape} .", -0.2, -0.1, ends=True),
-                         cand(" there is a red ring .", -0.3, -0.2, ends=True)]}
+            tree = {
+                "": [
+                    cand(f" there is a {shape} .", -0.2, -0.1, ends=True),
+                    cand(" there is a red ring .", -0.3, -0.2, ends=True),
+                ]
+            }
             [outcome] = generate_pairs(
-                [SearchRequest(item.prompt_id, item.prompt, item.image)], ScriptedModel(tree),
+                [SearchRequest(item.prompt_id, item.prompt, item.image)],
+                ScriptedModel(tree),
                 ScriptedRelevance({f"there is a {shape} .": 20.0, "there is a red ring .": 2.0}),
-                CONFIG, item.iteration, item.adapter_version or adapter_version)
+                CONFIG,
+                item.iteration,
+                item.adapter_version or adapter_version,
+            )
             self.prompts.publish(item, outcome.record)
             published.append(outcome.record)
         return published
@@ -63,9 +74,14 @@ class World:
     def trainer(self, consumer: str = "trainer", config: CSRConfig = CONFIG, **kwargs):
         processor = build_tiny_llava(seed=2)[1]
         announce, stop = kwargs.pop("announce", None), kwargs.pop("stop", None)
-        parts = TrainerParts(self.prompts, PairConsumer(self.redis, consumer),
-                             AdapterStore(self.root / "adapters", keep=5), base_model,
-                             processor, *([announce] if announce else []))
+        parts = TrainerParts(
+            self.prompts,
+            PairConsumer(self.redis, consumer),
+            AdapterStore(self.root / "adapters", keep=5),
+            base_model,
+            processor,
+            *([announce] if announce else []),
+        )
         options = TrainerOptions(self.images, self.root / "work", "tiny-llava", **kwargs)
         return TrainerLoop(parts, config, options, stop=stop)
 
@@ -90,10 +106,16 @@ def running_generator(world: World, config: CSRConfig = CONFIG):
     from services.runtime.announce import AdapterSubscriber
 
     model, processor = build_tiny_llava(seed=2)
-    generator = GeneratorLoop(PromptStreams(world.redis), VLMEngine(model, processor,
-                                                                    config.search),
-                              lambda image, s: [1.0] * len(s), config, str(world.images), "gen",
-                              batch_size=4, slot=AdapterSlot(model, "tiny-llava"))
+    generator = GeneratorLoop(
+        PromptStreams(world.redis),
+        VLMEngine(model, processor, config.search),
+        lambda image, s: [1.0] * len(s),
+        config,
+        str(world.images),
+        "gen",
+        batch_size=4,
+        slot=AdapterSlot(model, "tiny-llava"),
+    )
     server, port = create_server(generator, "127.0.0.1", 0)
     server.start()
     subscriber = AdapterSubscriber(world.redis, generator.request_adapter).start()
@@ -102,6 +124,7 @@ def running_generator(world: World, config: CSRConfig = CONFIG):
     def serve():
         while not stop.is_set():
             generator.run_once(block_ms=10)
+
     thread = threading.Thread(target=serve)
     thread.start()
     try:

@@ -11,8 +11,32 @@ from pathlib import Path
 
 import torch
 
-TINY_WORDS = ("there is a an the circle square triangle cross diamond ring red green blue "
-              "yellow small large photo of cat dog sky . , ").split()
+TINY_WORDS = [
+    "there",
+    "is",
+    "a",
+    "an",
+    "the",
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "diamond",
+    "ring",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "small",
+    "large",
+    "photo",
+    "of",
+    "cat",
+    "dog",
+    "sky",
+    ".",
+    ",",
+]
 
 OPEN_CLIP_TINY_CFG = {
     "embed_dim": 32,
@@ -21,8 +45,9 @@ OPEN_CLIP_TINY_CFG = {
 }
 
 
-def build_tiny_open_clip(directory: str | Path, seed: int = 0,
-                         model_cfg: dict | None = None) -> Path:
+def build_tiny_open_clip(
+    directory: str | Path, seed: int = 0, model_cfg: dict | None = None
+) -> Path:
     """Write an open_clip local-dir model (open_clip_config.json + safetensors weights)."""
     import open_clip
     from safetensors.torch import save_file
@@ -32,13 +57,21 @@ def build_tiny_open_clip(directory: str | Path, seed: int = 0,
     cfg = model_cfg or OPEN_CLIP_TINY_CFG
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(directory / "open_clip_model.safetensors"))
-    (directory / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                           "std": [0.26862954, 0.26130258, 0.27577711]},
-    }))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(directory / "open_clip_model.safetensors"),
+    )
+    (directory / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": cfg,
+                "preprocess_cfg": {
+                    "mean": [0.48145466, 0.4578275, 0.40821073],
+                    "std": [0.26862954, 0.26130258, 0.27577711],
+                },
+            }
+        )
+    )
     return directory
 
 
@@ -55,32 +88,52 @@ def build_word_tokenizer(words=TINY_WORDS, model_max_length: int = 77, append_eo
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     tok.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>" if append_eos else "<s> $A",
-        special_tokens=[("<s>", 2), ("</s>", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>",
-                                   model_max_length=model_max_length)
+        single="<s> $A </s>" if append_eos else "<s> $A", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=model_max_length,
+    )
 
 
-def build_tiny_hf_clip(directory: str | Path, seed: int = 0, image_size: int = 32,
-                       context_length: int = 16) -> Path:
+def build_tiny_hf_clip(
+    directory: str | Path, seed: int = 0, image_size: int = 32, context_length: int = 16
+) -> Path:
     """Write a Hugging Face CLIP directory: config, weights, tokenizer, image processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     directory = Path(directory)
     tokenizer = build_word_tokenizer(model_max_length=context_length)
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "max_position_embeddings": context_length,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": image_size, "patch_size": 8},
-        projection_dim=24)
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": context_length,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": 8,
+        },
+        projection_dim=24,
+    )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": image_size},
-                       crop_size={"height": image_size, "width": image_size}).save_pretrained(directory)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(directory)
     return directory

@@ -54,15 +54,19 @@ def variable_problems(docs: list[dict]) -> list[str]:
                     problems.append(f"{name}: {var['name']} uses $({used}), not defined before it")
             defined.add(var["name"])
         for text in c.get("command", []) + c.get("args", []):
-            problems += [f"{name}: $({used}) in the command is not defined"
-                         for used in VARIABLE.findall(text) if used not in defined]
+            problems += [
+                f"{name}: $({used}) in the command is not defined"
+                for used in VARIABLE.findall(text)
+                if used not in defined
+            ]
     for name, _, c, cls in csr_containers(docs):
         if cls is None:
             continue
         prefix, fields = cls.model_config["env_prefix"], {f.upper() for f in cls.model_fields}
         for key in environment(docs, c):
-            if key.startswith("CSR_") and (not key.startswith(prefix)
-                                           or key[len(prefix):] not in fields):
+            if key.startswith("CSR_") and (
+                not key.startswith(prefix) or key[len(prefix) :] not in fields
+            ):
                 problems.append(f"{name}: {key} is not a field of {cls.__name__}")
         try:
             settings_of(docs, c, cls)
@@ -82,20 +86,27 @@ def reference_problems(docs: list[dict]) -> list[str]:
             source = var.get("valueFrom", {})
             for kind, store in (("configMapKeyRef", maps), ("secretKeyRef", secrets)):
                 if kind in source and source[kind]["key"] not in store.get(
-                        source[kind]["name"], {}):
-                    problems.append(f"{name}: {var['name']} reads {source[kind]['name']}/"
-                                    f"{source[kind]['key']}, which is not defined")
+                    source[kind]["name"], {}
+                ):
+                    problems.append(
+                        f"{name}: {var['name']} reads {source[kind]['name']}/"
+                        f"{source[kind]['key']}, which is not defined"
+                    )
         for source in c.get("envFrom", []):
             for kind, store in (("configMapRef", maps), ("secretRef", secrets)):
                 if kind in source and source[kind]["name"] not in store:
                     problems.append(f"{name}: envFrom {source[kind]['name']} is not defined")
-        templates = {t["metadata"]["name"] for d in docs if d["kind"] == "StatefulSet"
-                     and d["spec"]["template"]["spec"] is pod
-                     for t in d["spec"].get("volumeClaimTemplates", [])}
+        templates = {
+            t["metadata"]["name"]
+            for d in docs
+            if d["kind"] == "StatefulSet" and d["spec"]["template"]["spec"] is pod
+            for t in d["spec"].get("volumeClaimTemplates", [])
+        }
         for path, (mount, volume) in mounts(pod, c).items():
             if not volume and mount["name"] not in templates:
-                problems.append(f"{name}: the volume {mount['name']} mounted at {path} "
-                                "is not defined")
+                problems.append(
+                    f"{name}: the volume {mount['name']} mounted at {path} is not defined"
+                )
     for name, pod in pod_specs(docs).items():
         for volume in pod.get("volumes", []):
             claim = volume.get("persistentVolumeClaim", {}).get("claimName")
@@ -103,12 +114,15 @@ def reference_problems(docs: list[dict]) -> list[str]:
             config = volume.get("configMap", {}).get("name")
             for missing in ((claim, claims), (secret, secrets), (config, maps)):
                 if missing[0] is not None and missing[0] not in missing[1]:
-                    problems.append(f"{name}: volume {volume['name']} uses {missing[0]}, "
-                                    "which is not defined")
+                    problems.append(
+                        f"{name}: volume {volume['name']} uses {missing[0]}, which is not defined"
+                    )
     for name, claim in claims.items():
         bound = claim["spec"].get("volumeName")
-        if bound and (bound not in volumes or not set(claim["spec"]["accessModes"])
-                      <= set(volumes[bound]["spec"]["accessModes"])):
+        if bound and (
+            bound not in volumes
+            or not set(claim["spec"]["accessModes"]) <= set(volumes[bound]["spec"]["accessModes"])
+        ):
             problems.append(f"claim {name} binds {bound}, not defined with its access modes")
     return problems
 
@@ -139,8 +153,9 @@ def security_problems(docs: list[dict]) -> list[str]:
         settings = settings_or_none(docs, c, cls)
         if settings is not None and cls.__name__ == "TrainerSettings":
             wanted += [settings.adapter_store, settings.work_dir]
-        problems += [f"{name}: cannot write {path}" for path in wanted
-                     if not writable(docs, pod, c, path)]
+        problems += [
+            f"{name}: cannot write {path}" for path in wanted if not writable(docs, pod, c, path)
+        ]
     return problems
 
 
@@ -148,8 +163,9 @@ def secret_problems(docs: list[dict]) -> list[str]:
     """The reward token and the Redis password come from Secrets, never from a literal."""
     problems = []
     for name, _, c in containers(docs):
-        from_secret = {v["name"] for v in c.get("env", [])
-                       if "secretKeyRef" in v.get("valueFrom", {})}
+        from_secret = {
+            v["name"] for v in c.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})
+        }
         for var in c.get("env", []):
             if var["name"].endswith("TOKEN") and var["name"] not in from_secret:
                 problems.append(f"{name}: {var['name']} is not read from a Secret")
@@ -191,8 +207,9 @@ def probe_problems(docs: list[dict], status) -> list[str]:
                 continue
             port = ports.get(probe["port"], probe["port"])
             if port not in ports.values() or port != http_port:
-                problems.append(f"{name}: {kind} port {probe['port']} is not the HTTP port "
-                                f"{http_port}")
+                problems.append(
+                    f"{name}: {kind} port {probe['port']} is not the HTTP port {http_port}"
+                )
             if cls is not None and (code := status(cls, probe["path"])) != 200:
                 problems.append(f"{name}: {kind} path {probe['path']} answers {code}")
     return problems
@@ -201,8 +218,11 @@ def probe_problems(docs: list[dict], status) -> list[str]:
 def services(docs: list[dict]) -> dict[str, tuple[str, dict, dict, object]]:
     """'reward', 'generator', 'trainer' -> (workload, pod, container, settings), for each
     container whose command and settings are valid (the other checks report the rest)."""
-    names = {"RewardSettings": "reward", "GeneratorSettings": "generator",
-             "TrainerSettings": "trainer"}
+    names = {
+        "RewardSettings": "reward",
+        "GeneratorSettings": "generator",
+        "TrainerSettings": "trainer",
+    }
     found = {}
     for name, pod, c, cls in csr_containers(docs):
         settings = settings_or_none(docs, c, cls)
@@ -211,8 +231,9 @@ def services(docs: list[dict]) -> dict[str, tuple[str, dict, dict, object]]:
     return found
 
 
-def service_target_problems(docs: list[dict], target: str, service_name: str,
-                            port: int, workload: str) -> list[str]:
+def service_target_problems(
+    docs: list[dict], target: str, service_name: str, port: int, workload: str
+) -> list[str]:
     """`target` (host:port) is `service_name`'s port, and that Service selects `workload`."""
     host, _, given = target.rpartition(":")
     service = named(docs, "Service").get(host)
@@ -238,8 +259,9 @@ def wiring_problems(docs: list[dict]) -> list[str]:
     problems = []
     if not gen.reward_target.startswith("dns:///"):
         problems.append(f"{gen.reward_target} does not resolve every reward worker (dns:///)")
-    problems += service_target_problems(docs, gen.reward_target.removeprefix("dns:///"),
-                                        "csr-reward", rw.grpc_port, reward)
+    problems += service_target_problems(
+        docs, gen.reward_target.removeprefix("dns:///"), "csr-reward", rw.grpc_port, reward
+    )
     if named(docs, "Service").get("csr-reward", {}).get("spec", {}).get("clusterIP") != "None":
         problems.append("the reward Service is not headless: one address, one worker")
     for settings in (gen, tr):
@@ -257,8 +279,10 @@ def adapter_problems(docs: list[dict], generator: tuple, trainer: tuple) -> list
     announcements name it), on a ReadWriteMany volume the generators mount read-only."""
     _, gen_pod, gen_c, _ = generator
     _, tr_pod, tr_c, tr = trainer
-    seen, written = mount_of(gen_pod, gen_c, tr.adapter_store), mount_of(
-        tr_pod, tr_c, tr.adapter_store)
+    seen, written = (
+        mount_of(gen_pod, gen_c, tr.adapter_store),
+        mount_of(tr_pod, tr_c, tr.adapter_store),
+    )
 
     def claim(mounted) -> str | None:
         return mounted[2].get("persistentVolumeClaim", {}).get("claimName")
@@ -267,8 +291,12 @@ def adapter_problems(docs: list[dict], generator: tuple, trainer: tuple) -> list
         return [f"the generators do not see the trainer's adapter store {tr.adapter_store}"]
     if not read_only(gen_pod, gen_c, tr.adapter_store):
         return ["the generators can write the adapter store"]
-    modes = named(docs, "PersistentVolumeClaim").get(claim(seen), {}).get("spec", {}).get(
-        "accessModes", [])
+    modes = (
+        named(docs, "PersistentVolumeClaim")
+        .get(claim(seen), {})
+        .get("spec", {})
+        .get("accessModes", [])
+    )
     if "ReadWriteMany" not in modes:
         return ["the adapter store is not ReadWriteMany: the generators run on other nodes"]
     return []
@@ -283,7 +311,8 @@ def workload_problems(docs: list[dict]) -> list[str]:
         problems.append("the trainer is not one replica with the Recreate strategy")
     for name, service in (("csr-generator", "generator-0"), ("csr-trainer", "trainer")):
         grace = deployments[name]["spec"]["template"]["spec"].get(
-            "terminationGracePeriodSeconds", 30)
+            "terminationGracePeriodSeconds", 30
+        )
         value, unit = re.fullmatch(r"(\d+)([sm])", compose[service]["stop_grace_period"]).groups()
         if grace < int(value) * (60 if unit == "m" else 1):
             problems.append(f"{name}: {grace}s is less grace than compose gives its batch")
@@ -292,8 +321,10 @@ def workload_problems(docs: list[dict]) -> list[str]:
         problems.append("no autoscaler scales the reward workers")
     elif "replicas" in deployments["csr-reward"]["spec"]:
         problems.append("csr-reward sets replicas, which fight the autoscaler's")
-    budgets = [pods_selected(docs, b["spec"]["selector"])
-               for b in named(docs, "PodDisruptionBudget").values()]
+    budgets = [
+        pods_selected(docs, b["spec"]["selector"])
+        for b in named(docs, "PodDisruptionBudget").values()
+    ]
     if {"csr-reward"} not in budgets:
         problems.append("no PodDisruptionBudget keeps reward workers up")
     return problems + redis_problems(docs)
@@ -306,19 +337,32 @@ def redis_problems(docs: list[dict]) -> list[str]:
         return ["Redis is not a StatefulSet named csr-redis"]
     [c] = redis["spec"]["template"]["spec"]["containers"]
     argv = c.get("command", []) + c.get("args", [])
-    if "--requirepass" not in argv or argv[argv.index("--requirepass") + 1] != "$(REDIS_PASSWORD)" \
-            or "--appendonly" not in argv:
+    if (
+        "--requirepass" not in argv
+        or argv[argv.index("--requirepass") + 1] != "$(REDIS_PASSWORD)"
+        or "--appendonly" not in argv
+    ):
         problems.append("Redis does not require the Secret's password with append-only files")
     data = mount_of(redis["spec"]["template"]["spec"], c, "/data")
     templates = redis["spec"].get("volumeClaimTemplates", [])
     if data is None or data[1]["name"] not in [t["metadata"]["name"] for t in templates]:
         problems.append("Redis's /data is not on its own persistent volume")
-    policies = [p for p in named(docs, "NetworkPolicy").values()
-                if pods_selected(docs, p["spec"]["podSelector"]) == {"csr-redis"}]
-    allowed = set().union(*(pods_selected(docs, peer.get("podSelector", {})) for p in policies
-                            for rule in p["spec"].get("ingress", [])
-                            for peer in rule.get("from", [{"podSelector": {}}])))
+    policies = [
+        p
+        for p in named(docs, "NetworkPolicy").values()
+        if pods_selected(docs, p["spec"]["podSelector"]) == {"csr-redis"}
+    ]
+    allowed = set().union(
+        *(
+            pods_selected(docs, peer.get("podSelector", {}))
+            for p in policies
+            for rule in p["spec"].get("ingress", [])
+            for peer in rule.get("from", [{"podSelector": {}}])
+        )
+    )
     if not policies or allowed != {"csr-generator", "csr-trainer"}:
-        problems.append(f"Redis's NetworkPolicy admits {sorted(allowed) or 'everyone'}, "
-                        "not exactly the generators and the trainer")
+        problems.append(
+            f"Redis's NetworkPolicy admits {sorted(allowed) or 'everyone'}, "
+            "not exactly the generators and the trainer"
+        )
     return problems

@@ -25,15 +25,22 @@ def settings_classes() -> dict[tuple[str, ...], type]:
     from services.reward.settings import RewardSettings
     from services.trainer.settings import TrainerSettings
 
-    return {("csr", "reward", "serve"): RewardSettings, ("csr", "generate"): GeneratorSettings,
-            ("csr", "train"): TrainerSettings}
+    return {
+        ("csr", "reward", "serve"): RewardSettings,
+        ("csr", "generate"): GeneratorSettings,
+        ("csr", "train"): TrainerSettings,
+    }
 
 
 def image_user() -> tuple[int, str]:
     """(uid, name) of the user both service images run as, read from their Dockerfiles."""
-    users = {m.groups() for name in ("Dockerfile.gpu", "Dockerfile.reward") for m in
-             re.finditer(r"useradd --create-home --uid (\d+) (\w+)",
-                         (ROOT / "docker" / name).read_text())}
+    users = {
+        m.groups()
+        for name in ("Dockerfile.gpu", "Dockerfile.reward")
+        for m in re.finditer(
+            r"useradd --create-home --uid (\d+) (\w+)", (ROOT / "docker" / name).read_text()
+        )
+    }
     assert len(users) == 1, f"the Dockerfiles create different users: {users}"
     uid, name = users.pop()
     return int(uid), name
@@ -45,29 +52,38 @@ def named(docs: list[dict], kind: str) -> dict[str, dict]:
 
 
 def pod_specs(docs: list[dict]) -> dict[str, dict]:
-    return {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs
-            if d["kind"] in WORKLOADS}
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] in WORKLOADS
+    }
 
 
 def containers(docs: list[dict]) -> list[tuple[str, dict, dict]]:
     """(workload name, pod spec, container) of every container, init containers included."""
-    return [(name, pod, c) for name, pod in pod_specs(docs).items()
-            for c in pod.get("initContainers", []) + pod["containers"]]
+    return [
+        (name, pod, c)
+        for name, pod in pod_specs(docs).items()
+        for c in pod.get("initContainers", []) + pod["containers"]
+    ]
 
 
 def csr_containers(docs: list[dict]) -> list[tuple[str, dict, dict, type | None]]:
     """The containers running a `csr` command, with their service's settings class."""
     classes = settings_classes()
-    return [(name, pod, c, classes.get(tuple(c["command"]))) for name, pod, c in containers(docs)
-            if c.get("command", [""])[0] == "csr"]
+    return [
+        (name, pod, c, classes.get(tuple(c["command"])))
+        for name, pod, c in containers(docs)
+        if c.get("command", [""])[0] == "csr"
+    ]
 
 
 def environment(docs: list[dict], container: dict) -> dict[str, str]:
     """The container's environment as the kubelet builds it: values from ConfigMaps and
     Secrets, and $(VAR) replaced where VAR was defined before it."""
     maps = {n: d.get("data", {}) for n, d in named(docs, "ConfigMap").items()}
-    secrets = {n: {k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()}
-               for n, d in named(docs, "Secret").items()}
+    secrets = {
+        n: {k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()}
+        for n, d in named(docs, "Secret").items()
+    }
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -101,15 +117,19 @@ def settings_or_none(docs: list[dict], container: dict, cls: type | None):
 def mounts(pod: dict, container: dict) -> dict[str, tuple[dict, dict]]:
     """mountPath -> (volumeMount, volume) of a container."""
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    return {m["mountPath"]: (m, volumes.get(m["name"], {})) for m in
-            container.get("volumeMounts", [])}
+    return {
+        m["mountPath"]: (m, volumes.get(m["name"], {})) for m in container.get("volumeMounts", [])
+    }
 
 
 def mount_of(pod: dict, container: dict, path: str) -> tuple[str, dict, dict] | None:
     """The mount a path lies on: (mountPath, volumeMount, volume), the deepest one."""
-    found = [(p, m, v) for p, (m, v) in mounts(pod, container).items()
-             if PurePosixPath(p) == PurePosixPath(path) or PurePosixPath(p)
-             in PurePosixPath(path).parents]
+    found = [
+        (p, m, v)
+        for p, (m, v) in mounts(pod, container).items()
+        if PurePosixPath(p) == PurePosixPath(path)
+        or PurePosixPath(p) in PurePosixPath(path).parents
+    ]
     return max(found, key=lambda f: len(f[0])) if found else None
 
 
@@ -117,8 +137,9 @@ def read_only(pod: dict, container: dict, path: str) -> bool:
     """Whether `path` lies on a mount that is read-only by the pod's own say (an access mode
     alone does not stop a writable mount)."""
     found = mount_of(pod, container, path)
-    return found is not None and bool(found[1].get("readOnly") or found[2].get(
-        "persistentVolumeClaim", {}).get("readOnly"))
+    return found is not None and bool(
+        found[1].get("readOnly") or found[2].get("persistentVolumeClaim", {}).get("readOnly")
+    )
 
 
 def writable(docs: list[dict], pod: dict, container: dict, path: str) -> bool:
@@ -151,8 +172,12 @@ def selects(selector: dict, labels: dict) -> bool:
 
 
 def pods_selected(docs: list[dict], selector: dict) -> set[str]:
-    return {d["metadata"]["name"] for d in docs if d["kind"] in WORKLOADS
-            and selects(selector, d["spec"]["template"]["metadata"].get("labels", {}))}
+    return {
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] in WORKLOADS
+        and selects(selector, d["spec"]["template"]["metadata"].get("labels", {}))
+    }
 
 
 def load_compose() -> dict:

@@ -11,8 +11,7 @@ from csr.rewards import sentence_merits
 
 
 def test_agreement_counts_the_prompts_both_settings_made_a_pair_for():
-    first = {"a": ("A.", "X."), "b": ("B.", "Y."), "c": ("C.", "Z."), "d": ("D.", "W."),
-             "e": None}
+    first = {"a": ("A.", "X."), "b": ("B.", "Y."), "c": ("C.", "Z."), "d": ("D.", "W."), "e": None}
     second = {"a": ("A.", "X."), "b": ("B.", "Q."), "c": ("K.", "Q."), "d": None, "e": None}
     agreement = pair_agreement(first, second)
     assert agreement.prompts == 3  # a, b, c

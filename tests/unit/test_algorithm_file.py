@@ -39,10 +39,21 @@ def test_a_bad_file_is_named(tmp_path):
 
 def test_every_algorithm_field_has_help_and_appears_once_in_the_reference():
     names = [name for name, _, _ in algorithm_fields()]
-    assert len(names) == len(set(names)) == sum(
-        len(dataclasses.fields(section)) for section in (
-            CSRConfig().search, CSRConfig().reward, CSRConfig().selection, CSRConfig().dpo,
-            CSRConfig().schedule)) + 1  # + iterations
+    assert (
+        len(names)
+        == len(set(names))
+        == sum(
+            len(dataclasses.fields(section))
+            for section in (
+                CSRConfig().search,
+                CSRConfig().reward,
+                CSRConfig().selection,
+                CSRConfig().dpo,
+                CSRConfig().schedule,
+            )
+        )
+        + 1
+    )  # + iterations
     assert all(help_text.strip() for _, _, help_text in algorithm_fields())
     table = algorithm_markdown()
     for name in names:
@@ -64,8 +75,10 @@ def test_deployment_settings_carry_no_algorithm_setting():
 
 
 def test_an_algorithm_setting_given_as_a_variable_is_pointed_to_the_file():
-    message = unknown_settings(TrainerSettings, ["CSR_TRAINER_LEARNING_RATE", "CSR_TRAINER_MODEL",
-                                                 "CSR_TRAINER_MODLE", "CSR_REWARD_MODEL"])
+    message = unknown_settings(
+        TrainerSettings,
+        ["CSR_TRAINER_LEARNING_RATE", "CSR_TRAINER_MODEL", "CSR_TRAINER_MODLE", "CSR_REWARD_MODEL"],
+    )
     assert "['CSR_TRAINER_LEARNING_RATE', 'CSR_TRAINER_MODLE']" in message
     assert "CSR_TRAINER_LEARNING_RATE is the algorithm setting dpo.learning_rate" in message
     assert "CSR_TRAINER_ALGORITHM" in message

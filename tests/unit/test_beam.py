@@ -48,8 +48,16 @@ def exhaustive(lm: HistoryLM, stop: int, max_new: int):
 def test_wide_beam_without_length_penalty_equals_exhaustive_search(seed):
     lm = HistoryLM(vocab=3, seed=seed)
     truth = exhaustive(lm, stop=2, max_new=3)
-    [hyps] = diverse_beam_search(lm.start(1), lm.step, {2}, num_beams=6, num_groups=1,
-                                 diversity_penalty=0.0, max_new_tokens=3, length_penalty=0.0)
+    [hyps] = diverse_beam_search(
+        lm.start(1),
+        lm.step,
+        {2},
+        num_beams=6,
+        num_groups=1,
+        diversity_penalty=0.0,
+        max_new_tokens=3,
+        length_penalty=0.0,
+    )
     best = sorted(truth.items(), key=lambda kv: -kv[1])[:6]
     assert [h.tokens for h in hyps] == [seq for seq, _ in best]
     assert [h.score for h in hyps] == pytest.approx([score for _, score in best], abs=1e-5)
@@ -82,8 +90,15 @@ def test_hamming_diversity_by_hand():
     g2 (log .5 - 1 + log .6)/2 = -1.102.
     """
     lm = HistoryLM(vocab=4, table=after_any_token)
-    [hyps] = diverse_beam_search(lm.start(1), lm.step, {3}, num_beams=3, num_groups=3,
-                                 diversity_penalty=1.0, max_new_tokens=2)
+    [hyps] = diverse_beam_search(
+        lm.start(1),
+        lm.step,
+        {3},
+        num_beams=3,
+        num_groups=3,
+        diversity_penalty=1.0,
+        max_new_tokens=2,
+    )
     assert [h.tokens for h in hyps] == [(0, 3), (1, 3), (0, 3)]
     assert [h.score for h in hyps] == pytest.approx([-0.6020, -0.8573, -1.1020], abs=1e-4)
     assert hyps[2].penalties == (-1.0, 0.0)
@@ -119,8 +134,16 @@ def test_a_stop_ranked_below_the_group_size_is_not_finished():
     """
     table = {(): [0.5, 0.4, 0.1], (0,): [0.2, 0.1, 0.7], (1,): [0.5, 0.05, 0.45]}
     lm = HistoryLM(vocab=3, table=lambda h: table.get(h, [1 / 3] * 3))
-    [hyps] = diverse_beam_search(lm.start(1), lm.step, {2}, num_beams=2, num_groups=1,
-                                 diversity_penalty=0.0, max_new_tokens=3, length_penalty=0.0)
+    [hyps] = diverse_beam_search(
+        lm.start(1),
+        lm.step,
+        {2},
+        num_beams=2,
+        num_groups=1,
+        diversity_penalty=0.0,
+        max_new_tokens=3,
+        length_penalty=0.0,
+    )
     assert hyps[0].tokens == (0, 2)
     assert [h.score for h in hyps] == pytest.approx([-1.0498, -2.7081], abs=1e-4)
     assert hyps[1].tokens[:2] == (1, 0)

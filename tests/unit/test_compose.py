@@ -19,8 +19,11 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 GENERATORS = sorted(name for name in SERVICES if name.startswith("generator"))
 GPU_SERVICES = ["reward", *GENERATORS, "trainer"]
-ENV_EXAMPLE = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if "=" in line and not line.startswith("#"))
+ENV_EXAMPLE = dict(
+    line.split("=", 1)
+    for line in (ROOT / ".env.example").read_text().splitlines()
+    if "=" in line and not line.startswith("#")
+)
 
 
 def settings_fields() -> dict[str, set[str]]:
@@ -28,8 +31,10 @@ def settings_fields() -> dict[str, set[str]]:
     from services.reward.settings import RewardSettings
     from services.trainer.settings import TrainerSettings
 
-    return {cls.model_config["env_prefix"]: {name.upper() for name in cls.model_fields}
-            for cls in (RewardSettings, GeneratorSettings, TrainerSettings)}
+    return {
+        cls.model_config["env_prefix"]: {name.upper() for name in cls.model_fields}
+        for cls in (RewardSettings, GeneratorSettings, TrainerSettings)
+    }
 
 
 @pytest.mark.parametrize("name", ["reward", *GENERATORS, "trainer"])
@@ -44,20 +49,27 @@ def test_every_command_is_a_csr_subcommand(name):
 
 def test_every_csr_variable_is_a_setting_of_its_service():
     fields = settings_fields()
-    used = [key for service in SERVICES.values() for key in service.get("environment", {})
-            if key.startswith("CSR_")]
+    used = [
+        key
+        for service in SERVICES.values()
+        for key in service.get("environment", {})
+        if key.startswith("CSR_")
+    ]
     assert len(used) > 20
     for key in used:
         prefix = next((p for p in fields if key.startswith(p)), None)
         assert prefix is not None, f"{key} belongs to no service's settings"
-        assert key[len(prefix):] in fields[prefix], f"{key} is not a field of {prefix}* settings"
+        assert key[len(prefix) :] in fields[prefix], f"{key} is not a field of {prefix}* settings"
 
 
 def test_every_interpolated_variable_is_in_env_example():
     text = (ROOT / "docker-compose.yml").read_text()
     wanted = set(re.findall(r"\$\{([A-Z_]+)[:}?-]", text))
-    example = {line.split("=")[0] for line in (ROOT / ".env.example").read_text().splitlines()
-               if "=" in line and not line.startswith("#")}
+    example = {
+        line.split("=")[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     assert wanted and wanted <= example, sorted(wanted - example)
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
     assert {"REDIS_PASSWORD", "CSR_VLM_MODEL", "CSR_REWARD_MODEL", "CSR_PROMPT_SET"} <= required
@@ -70,23 +82,24 @@ def test_redis_is_private_persistent_and_password_protected():
     assert "redis-data:/data" in redis["volumes"]
     for name in (*GENERATORS, "trainer"):
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert SERVICES[name]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] \
+        assert (
+            SERVICES[name]["deploy"]["resources"]["reservations"]["devices"][0]["driver"]
             == "nvidia"
+        )
     for name in GENERATORS:
-        assert SERVICES[name]["environment"]["CSR_GENERATOR_REWARD_TARGET"] \
-            == "dns:///reward:50051"
+        assert SERVICES[name]["environment"]["CSR_GENERATOR_REWARD_TARGET"] == "dns:///reward:50051"
 
 
 def gpu_devices(service: dict) -> list[dict]:
-    return service.get("deploy", {}).get("resources", {}).get("reservations", {}) \
-        .get("devices", [])
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
 
 
 def test_no_gpu_reservation_by_count():
     # Docker gives a count of n the devices 0..n-1: every service would share the first GPUs.
     assert "count:" not in (ROOT / "docker-compose.yml").read_text()
-    assert all("count" not in device for service in SERVICES.values()
-               for device in gpu_devices(service))
+    assert all(
+        "count" not in device for service in SERVICES.values() for device in gpu_devices(service)
+    )
 
 
 def device_variables(name: str) -> list[str]:
@@ -106,8 +119,9 @@ def test_every_gpu_service_names_its_devices_from_env():
 
 
 def test_generators_and_the_trainer_get_different_gpus_by_default():
-    assigned = {name: [ENV_EXAMPLE[v] for v in device_variables(name)]
-                for name in [*GENERATORS, "trainer"]}
+    assigned = {
+        name: [ENV_EXAMPLE[v] for v in device_variables(name)] for name in [*GENERATORS, "trainer"]
+    }
     flat = [gpu for gpus in assigned.values() for gpu in gpus]
     assert len(GENERATORS) >= 2 and len(flat) == len(set(flat)), assigned
     assert all(gpu.isdigit() for gpu in flat)
@@ -115,7 +129,7 @@ def test_generators_and_the_trainer_get_different_gpus_by_default():
 
 
 def test_generators_differ_only_in_name_gpu_and_profile():
-    assert GENERATORS == [f"generator-{k}" for k in range(len(GENERATORS))]
+    assert [f"generator-{k}" for k in range(len(GENERATORS))] == GENERATORS
     first = SERVICES["generator-0"]
     assert "profiles" not in first  # always runs; the trainer waits for it
     assert SERVICES["trainer"]["depends_on"]["generator-0"]["condition"] == "service_healthy"
@@ -127,10 +141,12 @@ def test_generators_differ_only_in_name_gpu_and_profile():
         assert device_variables(name) == [f"GENERATOR_{k}_GPU"]
         same = ("command", "image", "build", "volumes", "depends_on", "stop_grace_period")
         assert {key: service[key] for key in same} == {key: first[key] for key in same}
-        others = {key: v for key, v in service["environment"].items()
-                  if key != "CSR_GENERATOR_CONSUMER"}
-        assert others == {key: v for key, v in first["environment"].items()
-                          if key != "CSR_GENERATOR_CONSUMER"}
+        others = {
+            key: v for key, v in service["environment"].items() if key != "CSR_GENERATOR_CONSUMER"
+        }
+        assert others == {
+            key: v for key, v in first["environment"].items() if key != "CSR_GENERATOR_CONSUMER"
+        }
 
 
 def test_docker_compose_accepts_the_file(tmp_path):
@@ -142,18 +158,28 @@ def test_docker_compose_accepts_the_file(tmp_path):
     for name in ("docker-compose.yml", ".env.example"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copy(tmp_path / ".env.example", tmp_path / ".env")
-    ok = subprocess.run([tool, "config", "-q"], cwd=tmp_path, capture_output=True, text=True,
-                        check=False)
+    ok = subprocess.run(
+        [tool, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert ok.returncode == 0, ok.stderr
-    resolved = subprocess.run([tool, "config"], cwd=tmp_path, capture_output=True, text=True,
-                              check=True)
+    resolved = subprocess.run(
+        [tool, "config"], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     services = yaml.safe_load(resolved.stdout)["services"]
-    gpus = {name: [i for d in gpu_devices(services[name]) for i in d["device_ids"]]
-            for name in GPU_SERVICES}
+    gpus = {
+        name: [i for d in gpu_devices(services[name]) for i in d["device_ids"]]
+        for name in GPU_SERVICES
+    }
     dedicated = [gpu for name in [*GENERATORS, "trainer"] for gpu in gpus[name]]
     assert len(dedicated) == len(set(dedicated)) == len(GENERATORS) + 1, gpus
     assert all(gpu.isdigit() for gpu in [*dedicated, *gpus["reward"]]), gpus
     (tmp_path / ".env").write_text("")  # the required settings must be refused when unset
-    bad = subprocess.run([tool, "config", "-q"], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PATH": os.environ["PATH"]}, check=False)
+    bad = subprocess.run(
+        [tool, "config", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+        check=False,
+    )
     assert bad.returncode != 0 and "set REDIS_PASSWORD in .env" in bad.stderr

@@ -13,8 +13,17 @@ from csr.evaluation.metrics import (
     singular,
 )
 
-VOCAB = {"circle": "circle", "square": "square", "ring": "ring", "dog": "dog", "puppy": "dog",
-         "hot dog": "hot dog", "person": "person", "people": "person", "man": "person"}
+VOCAB = {
+    "circle": "circle",
+    "square": "square",
+    "ring": "ring",
+    "dog": "dog",
+    "puppy": "dog",
+    "hot dog": "hot dog",
+    "person": "person",
+    "people": "person",
+    "man": "person",
+}
 
 
 def test_mentions_fold_plurals_synonyms_and_two_word_names():
@@ -27,9 +36,11 @@ def test_mentions_fold_plurals_synonyms_and_two_word_names():
 
 
 def test_chair_by_hand():
-    captions = ["There is a circle. There is a square.",   # truth {circle}: square is false
-                "There is a ring.",                        # truth {ring, circle}: correct
-                "There are circles. There is a dog. A man."]  # truth {circle}: dog, man false
+    captions = [
+        "There is a circle. There is a square.",  # truth {circle}: square is false
+        "There is a ring.",  # truth {ring, circle}: correct
+        "There are circles. There is a dog. A man.",
+    ]  # truth {circle}: dog, man false
     truths = [{"circle"}, {"ring", "circle"}, {"circle"}]
     result = chair(captions, truths, VOCAB)
     # captions with a hallucination: 1st and 3rd -> 2/3

@@ -32,12 +32,13 @@ SCHEMA_VERSIONS = ("1.27", "1.37")
 def kustomize_command() -> tuple[list[str] | None, str]:
     """(argv that renders a kustomization folder, or None; what was found)."""
     seen = []
-    for argv, ask in ((["kustomize", "build"], ["kustomize", "version"]),
-                      (["kubectl", "kustomize"], ["kubectl", "version", "--client"])):
+    for argv, ask in (
+        (["kustomize", "build"], ["kustomize", "version"]),
+        (["kubectl", "kustomize"], ["kubectl", "version", "--client"]),
+    ):
         if shutil.which(argv[0]) is None:
             continue
-        said = subprocess.run(ask, check=False, capture_output=True, text=True,
-                              timeout=60).stdout
+        said = subprocess.run(ask, check=False, capture_output=True, text=True, timeout=60).stdout
         major = re.search(r"(?:Kustomize Version: |^|kustomize/)v(\d+)\.", said, re.MULTILINE)
         if major and int(major[1]) >= 5:
             return argv, said
@@ -48,13 +49,16 @@ def kustomize_command() -> tuple[list[str] | None, str]:
 def render(tree: Path, folder: str) -> subprocess.CompletedProcess:
     argv, found = kustomize_command()
     if argv is None:
-        message = (f"kustomize 5 is needed to render deploy/kubernetes (found: {found}); "
-                   "install kustomize 5 or kubectl >= 1.27")
+        message = (
+            f"kustomize 5 is needed to render deploy/kubernetes (found: {found}); "
+            "install kustomize 5 or kubectl >= 1.27"
+        )
         if os.environ.get("CSR_REQUIRE_KUBERNETES"):
             pytest.fail(message)
         pytest.skip(message)
-    return subprocess.run([*argv, str(tree / folder)], check=False, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [*argv, str(tree / folder)], check=False, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +92,18 @@ def status():
     from services.trainer.settings import TrainerSettings
 
     info = SimpleNamespace(backend="hf", model="clip", device="cpu")
-    scorer = SimpleNamespace(metrics=RewardMetrics(), settings=RewardSettings(),
-                             backend=SimpleNamespace(info=info))
+    scorer = SimpleNamespace(
+        metrics=RewardMetrics(), settings=RewardSettings(), backend=SimpleNamespace(info=info)
+    )
     # With a token set: a probe sends none, so its path must not need one.
     reward = TestClient(create_http_app(scorer, token="a-token"))
     generator, generator_port = serve_health(
-        SimpleNamespace(healthy=True, adapter_version=None), GeneratorMetrics(), "127.0.0.1", 0)
+        SimpleNamespace(healthy=True, adapter_version=None), GeneratorMetrics(), "127.0.0.1", 0
+    )
     trainer_loop = SimpleNamespace(healthy=True, iteration=1, adapter_version=None)
     trainer, trainer_port = trainer_main.serve_http(
-        lambda: trainer_main._health(trainer_loop), CollectorRegistry(), "127.0.0.1", 0)
+        lambda: trainer_main._health(trainer_loop), CollectorRegistry(), "127.0.0.1", 0
+    )
 
     def get(port: int, path: str) -> int:
         try:
@@ -108,17 +115,24 @@ def status():
     yield lambda cls, path: {
         RewardSettings: lambda: reward.get(path).status_code,
         GeneratorSettings: lambda: get(generator_port, path),
-        TrainerSettings: lambda: get(trainer_port, path)}[cls]()
+        TrainerSettings: lambda: get(trainer_port, path),
+    }[cls]()
     generator.shutdown()
     trainer.shutdown()
 
 
 def all_problems(docs: list[dict], status) -> list[str]:
-    return (checks.command_problems(docs) + checks.variable_problems(docs)
-            + checks.reference_problems(docs) + checks.security_problems(docs)
-            + checks.secret_problems(docs) + checks.gpu_problems(docs)
-            + checks.probe_problems(docs, status) + checks.wiring_problems(docs)
-            + checks.workload_problems(docs))
+    return (
+        checks.command_problems(docs)
+        + checks.variable_problems(docs)
+        + checks.reference_problems(docs)
+        + checks.security_problems(docs)
+        + checks.secret_problems(docs)
+        + checks.gpu_problems(docs)
+        + checks.probe_problems(docs, status)
+        + checks.wiring_problems(docs)
+        + checks.workload_problems(docs)
+    )
 
 
 def schema_problems(docs: list[dict], version: str) -> list[str]:
@@ -129,20 +143,30 @@ def schema_problems(docs: list[dict], version: str) -> list[str]:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
-            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at "
-                            f"{'.'.join(map(str, e.path))}")
+            problems.append(
+                f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at "
+                f"{'.'.join(map(str, e.path))}"
+            )
     return problems
 
 
 # -- the manifests as they are ---------------------------------------------------------------
 def test_the_overlay_deploys_every_piece(docs):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    assert {("StatefulSet", "csr-redis"), ("Deployment", "csr-reward"),
-            ("Deployment", "csr-generator"), ("Deployment", "csr-trainer"),
-            ("HorizontalPodAutoscaler", "csr-reward"), ("PodDisruptionBudget", "csr-reward"),
-            ("NetworkPolicy", "csr-redis")} <= kinds
-    assert {d["metadata"].get("namespace") for d in docs
-            if d["kind"] not in ("Namespace", "PersistentVolume")} == {"csr"}
+    assert {
+        ("StatefulSet", "csr-redis"),
+        ("Deployment", "csr-reward"),
+        ("Deployment", "csr-generator"),
+        ("Deployment", "csr-trainer"),
+        ("HorizontalPodAutoscaler", "csr-reward"),
+        ("PodDisruptionBudget", "csr-reward"),
+        ("NetworkPolicy", "csr-redis"),
+    } <= kinds
+    assert {
+        d["metadata"].get("namespace")
+        for d in docs
+        if d["kind"] not in ("Namespace", "PersistentVolume")
+    } == {"csr"}
 
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
@@ -209,72 +233,150 @@ def writable_mount(docs: list[dict], workload: str, name: str) -> None:
 
 
 BREAKAGES = {
-    "not a csr command": (lambda d: container(d, "csr-generator").update(
-        command=["csr", "generator"]), "is not a csr service command"),
-    "a setting that does not exist": (lambda d: container(d, "csr-reward")["env"].append(
-        {"name": "CSR_REWARD_MODEL_PATH", "value": "/models/x"}), "CSR_REWARD_MODEL_PATH"),
-    "another service's setting": (lambda d: container(d, "csr-generator")["env"].append(
-        {"name": "CSR_TRAINER_WORK_DIR", "value": "/work"}), "not a field of GeneratorSettings"),
-    "a value the settings refuse": (lambda d: env(d, "csr-generator", "CSR_GENERATOR_HTTP_PORT")
-                                    .update(value="eighty"), "settings are refused"),
-    "a variable used before it is defined": (lambda d: container(d, "csr-trainer")["env"].reverse(),
-                                             "uses $(REDIS_PASSWORD), not defined before it"),
-    "a Secret key that does not exist": (lambda d: env(d, "csr-reward", "CSR_REWARD_TOKEN")[
-        "valueFrom"]["secretKeyRef"].update(key="TOKEN"), "/TOKEN, which is not defined"),
-    "a ConfigMap that does not exist": (lambda d: env(d, "csr-trainer", "CSR_TRAINER_MODEL")[
-        "valueFrom"]["configMapKeyRef"].update(name="settings"), "reads settings/CSR_VLM_MODEL"),
-    "a claim that does not exist": (lambda d: volume(d, "csr-trainer", "work")[
-        "persistentVolumeClaim"].update(claimName="csr-work"), "uses csr-work, which is not"),
-    "a volume that is not defined": (lambda d: mount(d, "csr-trainer", "work").update(
-        name="workdir"), "the volume workdir mounted at /work is not defined"),
-    "a probe path the service does not serve": (lambda d: container(d, "csr-reward")[
-        "readinessProbe"]["httpGet"].update(path="/ready"), "path /ready answers 404"),
-    "a probe on another port": (lambda d: container(d, "csr-trainer")["livenessProbe"][
-        "httpGet"].update(port=8081), "is not the HTTP port 8082"),
-    "a writable root filesystem": (lambda d: container(d, "csr-redis")["securityContext"].update(
-        readOnlyRootFilesystem=False), "csr-redis: the root filesystem is writable"),
-    "root": (lambda d: pod(d, "csr-reward")["securityContext"].update(runAsUser=0),
-             "csr-reward: the pod may run as root"),
-    "privilege escalation": (lambda d: container(d, "csr-generator")["securityContext"].pop(
-        "allowPrivilegeEscalation"), "csr-generator: allows privilege escalation"),
-    "no writable /tmp": (lambda d: container(d, "csr-generator")["volumeMounts"].remove(
-        mount(d, "csr-generator", "tmp")), "csr-generator: cannot write /tmp"),
-    "a read-only adapter store for the trainer": (lambda d: mount(d, "csr-trainer", "adapters")
-                                                  .update(readOnly=True), "cannot write /adapters"),
-    "a token in plain text": (lambda d: plain(env(d, "csr-generator", "CSR_GENERATOR_REWARD_TOKEN"),
-                                              "abc"), "REWARD_TOKEN is not read from a Secret"),
-    "a password in plain text": (lambda d: env(d, "csr-trainer", "CSR_TRAINER_REDIS_URL").update(
-        value="redis://:hunter2@csr-redis:6379/0"), "password is not from a Secret"),
-    "a generator without a GPU": (lambda d: container(d, "csr-generator")["resources"][
-        "limits"].pop("nvidia.com/gpu"), "csr-generator: asks for 0 GPUs"),
-    "two GPUs for the trainer": (lambda d: container(d, "csr-trainer")["resources"][
-        "limits"].update({"nvidia.com/gpu": 2}), "csr-trainer: asks for 2 GPUs"),
-    "a reward target that reaches one worker": (lambda d: env(
-        d, "csr-generator", "CSR_GENERATOR_REWARD_TARGET").update(value="csr-reward:50051"),
-        "does not resolve every reward worker"),
-    "a reward target on the wrong port": (lambda d: env(
-        d, "csr-generator", "CSR_GENERATOR_REWARD_TARGET").update(
-        value="dns:///csr-reward:8080"), "is not the service's port 50051"),
-    "adapters at another path in the generators": (lambda d: mount(
-        d, "csr-generator", "adapters").update(mountPath="/store"),
-        "do not see the trainer's adapter store"),
+    "not a csr command": (
+        lambda d: container(d, "csr-generator").update(command=["csr", "generator"]),
+        "is not a csr service command",
+    ),
+    "a setting that does not exist": (
+        lambda d: container(d, "csr-reward")["env"].append(
+            {"name": "CSR_REWARD_MODEL_PATH", "value": "/models/x"}
+        ),
+        "CSR_REWARD_MODEL_PATH",
+    ),
+    "another service's setting": (
+        lambda d: container(d, "csr-generator")["env"].append(
+            {"name": "CSR_TRAINER_WORK_DIR", "value": "/work"}
+        ),
+        "not a field of GeneratorSettings",
+    ),
+    "a value the settings refuse": (
+        lambda d: env(d, "csr-generator", "CSR_GENERATOR_HTTP_PORT").update(value="eighty"),
+        "settings are refused",
+    ),
+    "a variable used before it is defined": (
+        lambda d: container(d, "csr-trainer")["env"].reverse(),
+        "uses $(REDIS_PASSWORD), not defined before it",
+    ),
+    "a Secret key that does not exist": (
+        lambda d: env(d, "csr-reward", "CSR_REWARD_TOKEN")["valueFrom"]["secretKeyRef"].update(
+            key="TOKEN"
+        ),
+        "/TOKEN, which is not defined",
+    ),
+    "a ConfigMap that does not exist": (
+        lambda d: env(d, "csr-trainer", "CSR_TRAINER_MODEL")["valueFrom"]["configMapKeyRef"].update(
+            name="settings"
+        ),
+        "reads settings/CSR_VLM_MODEL",
+    ),
+    "a claim that does not exist": (
+        lambda d: volume(d, "csr-trainer", "work")["persistentVolumeClaim"].update(
+            claimName="csr-work"
+        ),
+        "uses csr-work, which is not",
+    ),
+    "a volume that is not defined": (
+        lambda d: mount(d, "csr-trainer", "work").update(name="workdir"),
+        "the volume workdir mounted at /work is not defined",
+    ),
+    "a probe path the service does not serve": (
+        lambda d: container(d, "csr-reward")["readinessProbe"]["httpGet"].update(path="/ready"),
+        "path /ready answers 404",
+    ),
+    "a probe on another port": (
+        lambda d: container(d, "csr-trainer")["livenessProbe"]["httpGet"].update(port=8081),
+        "is not the HTTP port 8082",
+    ),
+    "a writable root filesystem": (
+        lambda d: container(d, "csr-redis")["securityContext"].update(readOnlyRootFilesystem=False),
+        "csr-redis: the root filesystem is writable",
+    ),
+    "root": (
+        lambda d: pod(d, "csr-reward")["securityContext"].update(runAsUser=0),
+        "csr-reward: the pod may run as root",
+    ),
+    "privilege escalation": (
+        lambda d: container(d, "csr-generator")["securityContext"].pop("allowPrivilegeEscalation"),
+        "csr-generator: allows privilege escalation",
+    ),
+    "no writable /tmp": (
+        lambda d: container(d, "csr-generator")["volumeMounts"].remove(
+            mount(d, "csr-generator", "tmp")
+        ),
+        "csr-generator: cannot write /tmp",
+    ),
+    "a read-only adapter store for the trainer": (
+        lambda d: mount(d, "csr-trainer", "adapters").update(readOnly=True),
+        "cannot write /adapters",
+    ),
+    "a token in plain text": (
+        lambda d: plain(env(d, "csr-generator", "CSR_GENERATOR_REWARD_TOKEN"), "abc"),
+        "REWARD_TOKEN is not read from a Secret",
+    ),
+    "a password in plain text": (
+        lambda d: env(d, "csr-trainer", "CSR_TRAINER_REDIS_URL").update(
+            value="redis://:hunter2@csr-redis:6379/0"
+        ),
+        "password is not from a Secret",
+    ),
+    "a generator without a GPU": (
+        lambda d: container(d, "csr-generator")["resources"]["limits"].pop("nvidia.com/gpu"),
+        "csr-generator: asks for 0 GPUs",
+    ),
+    "two GPUs for the trainer": (
+        lambda d: container(d, "csr-trainer")["resources"]["limits"].update({"nvidia.com/gpu": 2}),
+        "csr-trainer: asks for 2 GPUs",
+    ),
+    "a reward target that reaches one worker": (
+        lambda d: env(d, "csr-generator", "CSR_GENERATOR_REWARD_TARGET").update(
+            value="csr-reward:50051"
+        ),
+        "does not resolve every reward worker",
+    ),
+    "a reward target on the wrong port": (
+        lambda d: env(d, "csr-generator", "CSR_GENERATOR_REWARD_TARGET").update(
+            value="dns:///csr-reward:8080"
+        ),
+        "is not the service's port 50051",
+    ),
+    "adapters at another path in the generators": (
+        lambda d: mount(d, "csr-generator", "adapters").update(mountPath="/store"),
+        "do not see the trainer's adapter store",
+    ),
     "generators that can write the adapter store": (
         lambda d: writable_mount(d, "csr-generator", "adapters"),
-        "generators can write the adapter store"),
-    "models on a writable volume": (lambda d: writable_mount(d, "csr-reward", "models"),
-                                    "/models/clip-vit-large-patch14-336 is not on a read-only"),
-    "a reward Service with one address": (lambda d: manifests.named(d, "Service")["csr-reward"][
-        "spec"].pop("clusterIP"), "the reward Service is not headless"),
-    "no disruption budget": (lambda d: d.remove(manifests.named(d, "PodDisruptionBudget")[
-        "csr-reward"]), "no PodDisruptionBudget"),
-    "two trainers": (lambda d: manifests.named(d, "Deployment")["csr-trainer"]["spec"].update(
-        replicas=2), "the trainer is not one replica"),
-    "a short grace period": (lambda d: pod(d, "csr-generator").update(
-        terminationGracePeriodSeconds=30), "less grace than compose"),
-    "Redis open to everyone": (lambda d: manifests.named(d, "NetworkPolicy")["csr-redis"]["spec"][
-        "ingress"][0].pop("from"), "not exactly the generators and the trainer"),
-    "Redis without persistence": (lambda d: container(d, "csr-redis")["args"].remove(
-        "--appendonly"), "append-only"),
+        "generators can write the adapter store",
+    ),
+    "models on a writable volume": (
+        lambda d: writable_mount(d, "csr-reward", "models"),
+        "/models/clip-vit-large-patch14-336 is not on a read-only",
+    ),
+    "a reward Service with one address": (
+        lambda d: manifests.named(d, "Service")["csr-reward"]["spec"].pop("clusterIP"),
+        "the reward Service is not headless",
+    ),
+    "no disruption budget": (
+        lambda d: d.remove(manifests.named(d, "PodDisruptionBudget")["csr-reward"]),
+        "no PodDisruptionBudget",
+    ),
+    "two trainers": (
+        lambda d: manifests.named(d, "Deployment")["csr-trainer"]["spec"].update(replicas=2),
+        "the trainer is not one replica",
+    ),
+    "a short grace period": (
+        lambda d: pod(d, "csr-generator").update(terminationGracePeriodSeconds=30),
+        "less grace than compose",
+    ),
+    "Redis open to everyone": (
+        lambda d: manifests.named(d, "NetworkPolicy")["csr-redis"]["spec"]["ingress"][0].pop(
+            "from"
+        ),
+        "not exactly the generators and the trainer",
+    ),
+    "Redis without persistence": (
+        lambda d: container(d, "csr-redis")["args"].remove("--appendonly"),
+        "append-only",
+    ),
 }
 
 
@@ -294,8 +396,11 @@ def test_a_field_the_schema_does_not_know_is_caught(docs):
 
 
 def env_keys(path: Path) -> set[str]:
-    return {line.split("=")[0] for line in path.read_text().splitlines()
-            if "=" in line and not line.startswith("#")}
+    return {
+        line.split("=")[0]
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
 
 
 def test_the_settings_and_secrets_have_the_names_compose_gives_them():

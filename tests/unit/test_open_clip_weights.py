@@ -24,14 +24,20 @@ from services.reward.open_clip_weights import (
 from tests.models.clip import OPEN_CLIP_TINY_CFG, build_tiny_open_clip
 
 TINY_NAME = "csr-test-tiny-clip"
-ARCHIVE_ENTRIES = {"input_resolution": torch.tensor(32), "context_length": torch.tensor(77),
-                   "vocab_size": torch.tensor(49408)}
+ARCHIVE_ENTRIES = {
+    "input_resolution": torch.tensor(32),
+    "context_length": torch.tensor(77),
+    "vocab_size": torch.tensor(49408),
+}
 
 
 def activations(backend) -> set[str]:
     """The activation classes in the model's MLPs (both towers)."""
-    return {type(module).__name__ for name, module in backend.model.named_modules()
-            if name.endswith("mlp.gelu")}
+    return {
+        type(module).__name__
+        for name, module in backend.model.named_modules()
+        if name.endswith("mlp.gelu")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +99,24 @@ def test_a_setting_against_the_inferred_activation_is_obeyed_with_a_warning(capl
 def test_create_arguments_turn_it_on_and_off():
     source = resolve_weights("ViT-L-14-336", "openai", "auto")
     assert create_arguments(source) == {"force_quick_gelu": True}
-    assert create_arguments(resolve_weights("ViT-L-14-336", "openai", "false")) == \
-        {"quick_gelu": False}
+    assert create_arguments(resolve_weights("ViT-L-14-336", "openai", "false")) == {
+        "quick_gelu": False
+    }
 
 
 def test_backends_are_built_with_the_chosen_activation(tiny_weights, tmp_path):
     plain = build_tiny_open_clip(tmp_path / "plain")
-    quick = build_tiny_open_clip(tmp_path / "quick",
-                                 model_cfg=OPEN_CLIP_TINY_CFG | {"quick_gelu": True})
+    quick = build_tiny_open_clip(
+        tmp_path / "quick", model_cfg=OPEN_CLIP_TINY_CFG | {"quick_gelu": True}
+    )
     assert activations(load_backend("open_clip", str(plain), device="cpu")) == {"GELU"}
     assert activations(load_backend("open_clip", str(quick), device="cpu")) == {"QuickGELU"}
-    assert activations(load_backend("open_clip", str(quick), device="cpu",
-                                    quick_gelu="false")) == {"GELU"}
-    assert activations(load_backend("open_clip", str(plain), device="cpu",
-                                    quick_gelu="true")) == {"QuickGELU"}
+    assert activations(load_backend("open_clip", str(quick), device="cpu", quick_gelu="false")) == {
+        "GELU"
+    }
+    assert activations(load_backend("open_clip", str(plain), device="cpu", quick_gelu="true")) == {
+        "QuickGELU"
+    }
     from_openai_file = load_backend("open_clip", TINY_NAME, str(tiny_weights / "openai.pt"), "cpu")
     assert activations(from_openai_file) == {"QuickGELU"}
     with pytest.raises(ModelLoadError, match="CSR_REWARD_QUICK_GELU"):

@@ -30,18 +30,30 @@ def random_expander(data):
         out = []
         for _ in prefixes:
             n = data.draw(st.integers(0, 4))
-            out.append([Candidate(f" A {data.draw(words)}" + data.draw(st.sampled_from([".", ""])),
-                                  tuple(data.draw(st.lists(st.floats(-5, 0), min_size=1,
-                                                           max_size=3))),
-                                  ends_response=data.draw(st.booleans()))
-                        for _ in range(n)])
+            out.append(
+                [
+                    Candidate(
+                        f" A {data.draw(words)}" + data.draw(st.sampled_from([".", ""])),
+                        tuple(data.draw(st.lists(st.floats(-5, 0), min_size=1, max_size=3))),
+                        ends_response=data.draw(st.booleans()),
+                    )
+                    for _ in range(n)
+                ]
+            )
         return out
+
     return expand
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.data(), st.sampled_from(["paper", "authors-code"]), st.sampled_from(["raw", "rank"]),
-       st.sampled_from(["sum", "mean"]), st.integers(0, 2), st.integers(0, 2))
+@given(
+    st.data(),
+    st.sampled_from(["paper", "authors-code"]),
+    st.sampled_from(["raw", "rank"]),
+    st.sampled_from(["sum", "mean"]),
+    st.integers(0, 2),
+    st.integers(0, 2),
+)
 def test_search_and_selection_invariants(data, mode, normalization, aggregation, top, bottom):
     if top + bottom == 0:
         top = 1
@@ -51,9 +63,14 @@ def test_search_and_selection_invariants(data, mode, normalization, aggregation,
     def relevance(image, sentences):
         return [relevance_table.setdefault(s, data.draw(st.floats(0, 100))) for s in sentences]
 
-    [result] = run_search([SearchRequest("p", "q", "i")], random_expander(data), relevance,
-                          search, RewardConfig(normalization=normalization),
-                          SelectionConfig(aggregation))
+    [result] = run_search(
+        [SearchRequest("p", "q", "i")],
+        random_expander(data),
+        relevance,
+        search,
+        RewardConfig(normalization=normalization),
+        SelectionConfig(aggregation),
+    )
     assert all(len(kept) <= top + bottom for kept in result.kept_per_step)
     assert all(1 <= len(p.sentences) <= 4 for p in result.finished)
     assert all(s.merit is not None for p in result.finished for s in p.sentences)

@@ -18,14 +18,24 @@ TABLE = {"A cat.": 30.0, "A dog.": 5.0}
 
 @pytest.fixture
 def record():
-    [outcome] = generate_pairs([REQUEST], ScriptedModel(TREE), ScriptedRelevance(TABLE),
-                               CSRConfig(), iteration=2, adapter_version="v7")
+    [outcome] = generate_pairs(
+        [REQUEST],
+        ScriptedModel(TREE),
+        ScriptedRelevance(TABLE),
+        CSRConfig(),
+        iteration=2,
+        adapter_version="v7",
+    )
     return outcome.record
 
 
 def test_record_carries_trl_columns_and_provenance(record):
     assert (record.prompt, record.chosen, record.rejected, record.image) == (
-        "Describe the image.", "A cat.", "A dog.", "images/42.jpg")
+        "Describe the image.",
+        "A cat.",
+        "A dog.",
+        "images/42.jpg",
+    )
     assert (record.prompt_id, record.iteration, record.adapter_version) == ("coco-42", 2, "v7")
     assert (record.lam, record.mode, record.aggregation) == (0.9, "paper", "mean")
     assert record.schema_version == SCHEMA_VERSION == 1
@@ -55,19 +65,22 @@ def test_unknown_schema_version_is_refused_with_the_fix(record):
         PreferenceRecord.from_dict(data)
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda d: d.pop("schema_version"), "no schema_version"),
-    (lambda d: d.update(schema_version=True), "schema_version True"),
-    (lambda d: d.pop("chosen"), "lacks field\\(s\\) chosen"),
-    (lambda d: d.update(extra=1), "unknown field\\(s\\) extra"),
-    (lambda d: d.update(iteration="2"), "field iteration must be int"),
-    (lambda d: d.update(iteration=True), "field iteration must be int"),
-    (lambda d: d.update(lam=float("nan")), "field lam must be finite"),
-    (lambda d: d.update(lam=10**400), "field lam is too large for a float"),
-    (lambda d: d.update(chosen_sentences=[]), "chosen_sentences must be a non-empty list"),
-    (lambda d: d["rejected_sentences"][0].pop("r_i"), "rejected_sentences\\[0\\] lacks"),
-    (lambda d: d["chosen_sentences"].append("x"), "chosen_sentences\\[1\\] must be an object"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: d.pop("schema_version"), "no schema_version"),
+        (lambda d: d.update(schema_version=True), "schema_version True"),
+        (lambda d: d.pop("chosen"), "lacks field\\(s\\) chosen"),
+        (lambda d: d.update(extra=1), "unknown field\\(s\\) extra"),
+        (lambda d: d.update(iteration="2"), "field iteration must be int"),
+        (lambda d: d.update(iteration=True), "field iteration must be int"),
+        (lambda d: d.update(lam=float("nan")), "field lam must be finite"),
+        (lambda d: d.update(lam=10**400), "field lam is too large for a float"),
+        (lambda d: d.update(chosen_sentences=[]), "chosen_sentences must be a non-empty list"),
+        (lambda d: d["rejected_sentences"][0].pop("r_i"), "rejected_sentences\\[0\\] lacks"),
+        (lambda d: d["chosen_sentences"].append("x"), "chosen_sentences\\[1\\] must be an object"),
+    ],
+)
 def test_malformed_records_are_refused_by_name(record, change, message):
     data = json.loads(record.to_json())
     change(data)
@@ -88,7 +101,13 @@ def test_non_records_are_refused(text):
 
 def test_no_pair_means_no_record():
     tree = {"": [cand(" A cat.", -0.1, ends=True)]}
-    [outcome] = generate_pairs([REQUEST], ScriptedModel(tree), ScriptedRelevance(TABLE),
-                               CSRConfig(), iteration=1, adapter_version="base")
+    [outcome] = generate_pairs(
+        [REQUEST],
+        ScriptedModel(tree),
+        ScriptedRelevance(TABLE),
+        CSRConfig(),
+        iteration=1,
+        adapter_version="base",
+    )
     assert outcome.record is None
     assert outcome.pair.reason == "single_response"

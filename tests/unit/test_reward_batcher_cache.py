@@ -19,9 +19,14 @@ def run_batcher(scenario, **limits):
         return [t.upper() for t in texts]
 
     async def main():
-        batcher = TextBatcher(encode, ThreadPoolExecutor(1), limits.get("max_batch_size", 8),
-                              limits.get("max_wait_s", 0.05), limits.get("max_queue", 100),
-                              RewardMetrics())
+        batcher = TextBatcher(
+            encode,
+            ThreadPoolExecutor(1),
+            limits.get("max_batch_size", 8),
+            limits.get("max_wait_s", 0.05),
+            limits.get("max_queue", 100),
+            RewardMetrics(),
+        )
         batcher.start()
         try:
             return await scenario(batcher)
@@ -33,8 +38,10 @@ def run_batcher(scenario, **limits):
 
 def test_concurrent_requests_share_one_batch_and_get_their_own_results():
     async def scenario(batcher):
-        return await asyncio.gather(batcher.submit(["a", "b"]), batcher.submit(["c"]),
-                                    batcher.submit(["d", "e", "f"]))
+        return await asyncio.gather(
+            batcher.submit(["a", "b"]), batcher.submit(["c"]), batcher.submit(["d", "e", "f"])
+        )
+
     results, calls = run_batcher(scenario)
     assert results == [["A", "B"], ["C"], ["D", "E", "F"]]
     assert calls == [["a", "b", "c", "d", "e", "f"]]
@@ -43,6 +50,7 @@ def test_concurrent_requests_share_one_batch_and_get_their_own_results():
 def test_batches_are_capped_and_big_requests_chunked():
     async def scenario(batcher):
         return await asyncio.gather(batcher.submit(list("abcde")), batcher.submit(["x"]))
+
     results, calls = run_batcher(scenario, max_batch_size=2)
     assert results == [list("ABCDE"), ["X"]]
     assert all(len(call) <= 2 for call in calls)
@@ -54,6 +62,7 @@ def test_a_full_queue_is_refused_at_once():
         with pytest.raises(Overloaded, match="limit 3"):
             await batcher.submit(list("abcd"))
         return await batcher.submit(list("abc"))
+
     results, _ = run_batcher(scenario, max_queue=3)
     assert results == list("ABC")
 
@@ -64,6 +73,7 @@ def test_a_cancelled_request_is_skipped():
         await asyncio.sleep(0)
         doomed.cancel()
         return await batcher.submit(["kept"])
+
     results, calls = run_batcher(scenario, max_wait_s=0.02)
     assert results == ["KEPT"]
     assert ["gone"] not in calls and all("gone" not in call for call in calls)

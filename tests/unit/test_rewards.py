@@ -44,8 +44,9 @@ def test_unknown_self_score_is_named():
         self_score([-1.0], "geometric")
 
 
-@pytest.mark.parametrize("cosine,expected", [(0.31, 31.0), (1.0, 100.0), (0.0, 0.0),
-                                             (-0.2, 0.0), (-1.0, 0.0)])
+@pytest.mark.parametrize(
+    "cosine,expected", [(0.31, 31.0), (1.0, 100.0), (0.0, 0.0), (-0.2, 0.0), (-1.0, 0.0)]
+)
 def test_relevance_is_100_cosine_clipped_at_zero(cosine, expected):
     assert relevance_score(cosine) == pytest.approx(expected)
 

@@ -14,8 +14,9 @@ ONE_STEP = [0.5, 0.3, 0.2]
 
 def draw_one_token(temperature: float, draws: int = 4000) -> Counter:
     lm = HistoryLM(3, table=lambda history: ONE_STEP)
-    hyps = sample_sentences(lm.start(1), lm.step, {0, 1, 2}, draws, 5, temperature,
-                            [prefix_generator(7, "p")])[0]
+    hyps = sample_sentences(
+        lm.start(1), lm.step, {0, 1, 2}, draws, 5, temperature, [prefix_generator(7, "p")]
+    )[0]
     return Counter(h.tokens[0] for h in hyps)
 
 
@@ -36,8 +37,9 @@ def test_logprobs_are_the_models_own_and_rows_follow_their_parents():
     # The distribution depends on the whole history: a sample whose rows were mixed up
     # would record log-probs of another history.
     lm = HistoryLM(4, seed=3)
-    hyps = sample_sentences(lm.start(2), lm.step, {3}, 6, 5, 0.7,
-                            [prefix_generator(0, "a"), prefix_generator(0, "b")])
+    hyps = sample_sentences(
+        lm.start(2), lm.step, {3}, 6, 5, 0.7, [prefix_generator(0, "a"), prefix_generator(0, "b")]
+    )
     assert [len(h) for h in hyps] == [6, 6]
     for own in hyps:
         for h in own:
@@ -53,12 +55,14 @@ def test_a_prefix_draws_the_same_samples_alone_or_batched():
     lm = HistoryLM(5, seed=1)
     alone = sample_sentences(lm.start(1), lm.step, {4}, 5, 6, 1.0, [prefix_generator(2, "x")])
     lm2 = HistoryLM(5, seed=1)
-    batched = sample_sentences(lm2.start(3), lm2.step, {4}, 5, 6, 1.0,
-                               [prefix_generator(2, k) for k in ("w", "x", "y")])
+    batched = sample_sentences(
+        lm2.start(3), lm2.step, {4}, 5, 6, 1.0, [prefix_generator(2, k) for k in ("w", "x", "y")]
+    )
     assert batched[1] == alone[0]
     lm3 = HistoryLM(5, seed=1)
-    other_seed = sample_sentences(lm3.start(1), lm3.step, {4}, 5, 6, 1.0,
-                                  [prefix_generator(3, "x")])
+    other_seed = sample_sentences(
+        lm3.start(1), lm3.step, {4}, 5, 6, 1.0, [prefix_generator(3, "x")]
+    )
     assert [h.tokens for h in other_seed[0]] != [h.tokens for h in alone[0]]
 
 

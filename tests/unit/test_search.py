@@ -37,11 +37,18 @@ TREE = {
 RELEVANCE = {"A1.": 10, "B1.": 2, "C1.": 6, "A2.": 4, "A3": 8, "B2.": 1, "B3.": 3, "A4.": 0}
 
 
-def search(aggregation="mean", search_config=SEARCH, tree=TREE, table=RELEVANCE,
-           requests=(REQUEST,), reward=REWARD):
+def search(
+    aggregation="mean",
+    search_config=SEARCH,
+    tree=TREE,
+    table=RELEVANCE,
+    requests=(REQUEST,),
+    reward=REWARD,
+):
     model, relevance = ScriptedModel(tree), ScriptedRelevance(table)
-    results = run_search(list(requests), model, relevance, search_config, reward,
-                         SelectionConfig(aggregation))
+    results = run_search(
+        list(requests), model, relevance, search_config, reward, SelectionConfig(aggregation)
+    )
     return results, model, relevance
 
 
@@ -55,11 +62,14 @@ def test_kept_prefixes_at_each_step():
 def test_finished_paths_their_reasons_and_rewards():
     [result], _, _ = search()
     got = [(p.text, p.finish_reason) for p in result.finished]
-    assert got == [("A1.", "end_of_response"), ("A1. A3", "unterminated"),
-                   ("B1. B2.", "no_continuation"), ("A1. A2. A4.", "end_of_response")]
+    assert got == [
+        ("A1.", "end_of_response"),
+        ("A1. A3", "unterminated"),
+        ("B1. B2.", "no_continuation"),
+        ("A1. A2. A4.", "end_of_response"),
+    ]
     assert [p.reward("sum") for p in result.finished] == pytest.approx([4.5, 8.4, 1.05, 5.75])
-    assert [p.reward("mean") for p in result.finished] == pytest.approx(
-        [4.5, 4.2, 0.525, 5.75 / 3])
+    assert [p.reward("mean") for p in result.finished] == pytest.approx([4.5, 4.2, 0.525, 5.75 / 3])
 
 
 def test_per_sentence_rewards_are_kept():
@@ -81,8 +91,11 @@ def test_relevance_is_asked_once_per_step_for_new_sentences_only():
     tree = dict(TREE, **{"B1.": [cand(" A1.", -0.4), cand(" B3.", -0.1)]})
     _, _, relevance = search(tree=tree)
     # A1. under B1. is already known from step 1: it is not sent again
-    assert relevance.calls == [("img-1", ["A1.", "B1.", "C1."]),
-                               ("img-1", ["A2.", "A3", "B3."]), ("img-1", ["A4."])]
+    assert relevance.calls == [
+        ("img-1", ["A1.", "B1.", "C1."]),
+        ("img-1", ["A2.", "A3", "B3."]),
+        ("img-1", ["A4."]),
+    ]
 
 
 def test_pruning_is_the_same_under_sum_and_mean():
@@ -90,8 +103,11 @@ def test_pruning_is_the_same_under_sum_and_mean():
     # alike; the aggregations differ only when finished paths of different lengths compete.
     # lam = 1, so R = R_I. Step 1: X1. 1, Y1. 8, Z1. 0.5 -> keep Y1. (best) and Z1. (worst).
     # Step 2: Y1.Y2. (8 + 8), Z1.Z2. (0.5 + 0.5), Z1.W2. (0.5 + 30) -> keep Z1.W2. and Z1.Z2.
-    tree = {"": [cand(" X1.", -1.0), cand(" Y1.", -1.0), cand(" Z1.", -1.0)],
-            "Y1.": [cand(" Y2.", -1.0)], "Z1.": [cand(" Z2.", -1.0), cand(" W2.", -1.0)]}
+    tree = {
+        "": [cand(" X1.", -1.0), cand(" Y1.", -1.0), cand(" Z1.", -1.0)],
+        "Y1.": [cand(" Y2.", -1.0)],
+        "Z1.": [cand(" Z2.", -1.0), cand(" W2.", -1.0)],
+    }
     table = {"X1.": 1, "Y1.": 8, "Z1.": 0.5, "Y2.": 8, "Z2.": 0.5, "W2.": 30}
     reward = RewardConfig(lam=1.0, self_score="mean-logprob")
     kept = {}
@@ -119,8 +135,11 @@ def test_sentence_cap_finishes_paths():
 
 
 def test_token_cap_finishes_paths():
-    tree = {"": [cand(" T1.", -0.1, -0.1, -0.1)], "T1.": [cand(" T2.", -0.1, -0.1)],
-            "T1. T2.": [cand(" T3.", -0.1)]}
+    tree = {
+        "": [cand(" T1.", -0.1, -0.1, -0.1)],
+        "T1.": [cand(" T2.", -0.1, -0.1)],
+        "T1. T2.": [cand(" T3.", -0.1)],
+    }
     capped = SearchConfig(keep_top=1, keep_bottom=1, max_response_tokens=5)
     [result], _, _ = search(search_config=capped, tree=tree, table={"T1.": 1, "T2.": 1, "T3.": 1})
     assert [(p.text, p.finish_reason) for p in result.finished] == [("T1. T2.", "max_tokens")]
@@ -156,20 +175,26 @@ def test_candidate_state_is_handed_back_on_the_prefix():
 
     def expand(prefixes):
         seen.extend(p.state for p in prefixes)
-        return [[Candidate(" S1.", (-0.1,), state="cache-7")] if p.state is None else []
-                for p in prefixes]
+        return [
+            [Candidate(" S1.", (-0.1,), state="cache-7")] if p.state is None else []
+            for p in prefixes
+        ]
 
-    run_search([REQUEST], expand, ScriptedRelevance({"S1.": 1.0}), SEARCH, REWARD,
-               SelectionConfig())
+    run_search(
+        [REQUEST], expand, ScriptedRelevance({"S1.": 1.0}), SEARCH, REWARD, SelectionConfig()
+    )
     assert seen == [None, "cache-7"]
 
 
-@pytest.mark.parametrize("bad,message", [
-    (cand(" X.", 0.5), "log-prob 0.5"),
-    (cand(" X.", float("nan")), "log-prob nan"),
-    (Candidate(" X.", ()), "no token log-probs"),
-    (" X.", "is a str, not a Candidate"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (cand(" X.", 0.5), "log-prob 0.5"),
+        (cand(" X.", float("nan")), "log-prob nan"),
+        (Candidate(" X.", ()), "no token log-probs"),
+        (" X.", "is a str, not a Candidate"),
+    ],
+)
 def test_a_broken_expander_is_named(bad, message):
     with pytest.raises(ExpansionError, match=message):
         search(tree={"": [bad]}, table={"X.": 1})
@@ -177,26 +202,49 @@ def test_a_broken_expander_is_named(bad, message):
 
 def test_an_expander_returning_the_wrong_count_is_named():
     with pytest.raises(ExpansionError, match="2 candidate lists for 1 prefixes"):
-        run_search([REQUEST], lambda prefixes: [[], []], ScriptedRelevance({}), SEARCH, REWARD,
-                   SelectionConfig())
+        run_search(
+            [REQUEST],
+            lambda prefixes: [[], []],
+            ScriptedRelevance({}),
+            SEARCH,
+            REWARD,
+            SelectionConfig(),
+        )
 
 
-@pytest.mark.parametrize("scores,message", [([1.0, 2.0], "2 scores for 1 sentences"),
-                                            ([-3.0], "is -3.0"), ([float("inf")], "is inf")])
+@pytest.mark.parametrize(
+    "scores,message",
+    [([1.0, 2.0], "2 scores for 1 sentences"), ([-3.0], "is -3.0"), ([float("inf")], "is inf")],
+)
 def test_a_broken_relevance_is_named(scores, message):
     with pytest.raises(RelevanceError, match=message):
-        run_search([REQUEST], ScriptedModel({"": [cand(" X.", -0.1)]}),
-                   lambda image, sentences: scores, SEARCH, REWARD, SelectionConfig())
+        run_search(
+            [REQUEST],
+            ScriptedModel({"": [cand(" X.", -0.1)]}),
+            lambda image, sentences: scores,
+            SEARCH,
+            REWARD,
+            SelectionConfig(),
+        )
 
 
 def test_numpy_numbers_are_accepted():
     import numpy as np
 
-    tree = {"": [Candidate(" N.", (np.float32(-0.5),), ends_response=True),
-                 Candidate(" M.", (np.float64(-0.25),), ends_response=True)]}
-    [result] = run_search([REQUEST], ScriptedModel(tree),
-                          lambda image, sentences: [np.float32(3.0) for _ in sentences],
-                          SEARCH, REWARD, SelectionConfig())
+    tree = {
+        "": [
+            Candidate(" N.", (np.float32(-0.5),), ends_response=True),
+            Candidate(" M.", (np.float64(-0.25),), ends_response=True),
+        ]
+    }
+    [result] = run_search(
+        [REQUEST],
+        ScriptedModel(tree),
+        lambda image, sentences: [np.float32(3.0) for _ in sentences],
+        SEARCH,
+        REWARD,
+        SelectionConfig(),
+    )
     assert [p.reward("mean") for p in result.finished] == pytest.approx([1.25, 1.375])
 
 
@@ -207,11 +255,17 @@ def test_a_scored_end_competes_as_a_sentence_and_counts_in_the_path():
     reward = RewardConfig(lam=0.5, self_score="mean-logprob", end_relevance=5.0)
     [result], _, relevance = search(reward=reward)
     got = [(p.text, p.finish_reason) for p in result.finished]
-    assert got == [("A1. A3", "unterminated"), ("A1.", "end_of_response"),
-                   ("B1. B2.", "no_continuation"), ("A1. A2. A4.", "end_of_response")]
+    assert got == [
+        ("A1. A3", "unterminated"),
+        ("A1.", "end_of_response"),
+        ("B1. B2.", "no_continuation"),
+        ("A1. A2. A4.", "end_of_response"),
+    ]
     ended = result.finished[1]
     assert [(s.sentence, s.r_t, s.r_i) for s in ended.sentences] == [
-        ("A1.", -1.0, 10.0), ("", pytest.approx(-0.3), 5.0)]
+        ("A1.", -1.0, 10.0),
+        ("", pytest.approx(-0.3), 5.0),
+    ]
     assert ended.sentences[1].r == pytest.approx(2.35)
     assert (ended.reward("sum"), ended.reward("mean")) == pytest.approx((6.85, 3.425))
     assert all("" not in sentences for _, sentences in relevance.calls)  # R_I is given
@@ -230,19 +284,26 @@ def test_an_end_before_any_sentence_is_dropped_and_a_scored_end_needs_log_probs(
 
 def test_a_candidate_that_repeats_its_own_prefix_is_dropped():
     """A1. -> ' A1.' again (dropped) and ' A2.'; the repeat would have R 4.5 and win."""
-    tree = {"": [cand(" A1.", -1.0)], "A1.": [cand(" A1.", -1.0), cand(" A2.", -1.0)],
-            "A1. A2.": [cand("", -0.1, ends=True)]}
-    [result], model, relevance = search(tree=tree)
+    tree = {
+        "": [cand(" A1.", -1.0)],
+        "A1.": [cand(" A1.", -1.0), cand(" A2.", -1.0)],
+        "A1. A2.": [cand("", -0.1, ends=True)],
+    }
+    [result], _model, relevance = search(tree=tree)
     assert [p.text for p in result.finished] == ["A1. A2."]
     assert relevance.calls == [("img-1", ["A1."]), ("img-1", ["A2."])]
 
 
 def test_fragments_below_min_words_are_dropped():
     """min_words 2: ' No.' and ' A1.' (one word each) are fragments; ' B two.' stays."""
-    tree = {"": [cand(" No.", -0.1), cand(" B two.", -1.0, -1.0), cand(" A1.", -1.0)],
-            "B two.": [cand("", -0.1, ends=True)]}
-    [result], _, relevance = search(tree=tree, table={"B two.": 3},
-                                    search_config=SearchConfig(keep_top=1, keep_bottom=1,
-                                                               min_words=2))
+    tree = {
+        "": [cand(" No.", -0.1), cand(" B two.", -1.0, -1.0), cand(" A1.", -1.0)],
+        "B two.": [cand("", -0.1, ends=True)],
+    }
+    [result], _, relevance = search(
+        tree=tree,
+        table={"B two.": 3},
+        search_config=SearchConfig(keep_top=1, keep_bottom=1, min_words=2),
+    )
     assert [p.text for p in result.finished] == ["B two."]
     assert relevance.calls == [("img-1", ["B two."])]

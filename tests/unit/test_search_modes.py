@@ -19,15 +19,19 @@ TREE = {
     "Z.": [cand(" Za.", -0.1, ends=True)],
 }
 TABLE = {"X.": 5, "Y.": 20, "Z.": 10, "Xa.": 30, "Xb.": 1, "Za.": 2, "Ya.": 40}
-KEEP_1_1 = dict(keep_top=1, keep_bottom=1)
+KEEP_1_1 = {"keep_top": 1, "keep_bottom": 1}
 
 
 def run(mode, normalization, aggregation="mean"):
     model, relevance = ScriptedModel(TREE), ScriptedRelevance(TABLE)
-    [result] = run_search([REQUEST], model, relevance, SearchConfig(mode=mode, **KEEP_1_1),
-                          RewardConfig(lam=0.9, self_score="mean-logprob",
-                                       normalization=normalization),
-                          SelectionConfig(aggregation))
+    [result] = run_search(
+        [REQUEST],
+        model,
+        relevance,
+        SearchConfig(mode=mode, **KEEP_1_1),
+        RewardConfig(lam=0.9, self_score="mean-logprob", normalization=normalization),
+        SelectionConfig(aggregation),
+    )
     return result, relevance
 
 

@@ -7,8 +7,10 @@ from csr.selection import NO_FINISHED_RESPONSE, SINGLE_RESPONSE, TIED_REWARDS, N
 
 
 def path(*merits_and_texts):
-    sentences = tuple(ScoredSentence(f" {text}", -0.1, 1.0, merit, merit, 1, 0, i)
-                      for i, (text, merit) in enumerate(merits_and_texts))
+    sentences = tuple(
+        ScoredSentence(f" {text}", -0.1, 1.0, merit, merit, 1, 0, i)
+        for i, (text, merit) in enumerate(merits_and_texts)
+    )
     return FinishedPath(sentences, "end_of_response")
 
 

@@ -27,10 +27,14 @@ def test_objects_do_not_overlap_and_stay_inside():
     for scene in scenes(1, 300):
         assert 1 <= len(scene.objects) <= 3 and len(scene.shapes) == len(scene.objects)
         for i, o in enumerate(scene.objects):
-            assert 0 <= o.x and o.x + o.size <= 32 and 0 <= o.y and o.y + o.size <= 32
-            for p in scene.objects[i + 1:]:
-                assert (o.x + o.size <= p.x or p.x + p.size <= o.x
-                        or o.y + o.size <= p.y or p.y + p.size <= o.y)
+            assert o.x >= 0 and o.x + o.size <= 32 and o.y >= 0 and o.y + o.size <= 32
+            for p in scene.objects[i + 1 :]:
+                assert (
+                    o.x + o.size <= p.x
+                    or p.x + p.size <= o.x
+                    or o.y + o.size <= p.y
+                    or p.y + p.size <= o.y
+                )
 
 
 def test_signature_colours_and_co_occurrence_follow_their_probabilities():

@@ -25,10 +25,14 @@ def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
     assert csr.reward.end_relevance == TOY_ALGORITHM["reward"]["end_relevance"]
     assert (csr.search.min_words, csr.search.max_sentences, csr.search.seed) == (3, 6, 7)
     assert csr.iterations == 3 and csr.dpo.lr_scheduler == "cosine"
-    assert (csr.dpo.learning_rate, csr.dpo.lora_r, csr.dpo.lora_alpha, csr.dpo.batch_size,
-            csr.dpo.seed) == (5e-4, 16, 32, 8, 7)
-    assert CSRConfig.from_dict(algorithm_settings("csr", 0, RunPlan(iterations=1))).iterations \
-        == 1
+    assert (
+        csr.dpo.learning_rate,
+        csr.dpo.lora_r,
+        csr.dpo.lora_alpha,
+        csr.dpo.batch_size,
+        csr.dpo.seed,
+    ) == (5e-4, 16, 32, 8, 7)
+    assert CSRConfig.from_dict(algorithm_settings("csr", 0, RunPlan(iterations=1))).iterations == 1
     assert configs["lambda-0"].reward.lam == 0.0 and configs["lambda-1"].reward.lam == 1.0
     assert configs["sample"].search.expansion == "sample"
     assert configs["mean-logprob"].reward.self_score == "mean-logprob"
@@ -38,8 +42,10 @@ def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
     authors = configs["authors-code"]
     assert (authors.search.mode, authors.reward.normalization) == ("authors-code", "rank")
     assert configs["rank"].reward.normalization == "rank"
-    assert (configs["rank-lambda-1"].reward.normalization, configs["rank-lambda-1"].reward.lam) \
-        == ("rank", 1.0)
+    assert (configs["rank-lambda-1"].reward.normalization, configs["rank-lambda-1"].reward.lam) == (
+        "rank",
+        1.0,
+    )
     for name, config in configs.items():  # everything else stays as in csr
         if not name.endswith(("lambda-0", "lambda-1")):
             assert config.reward.lam == 0.9, name
@@ -56,8 +62,15 @@ def test_unknown_variants_and_bad_plans_are_named():
 
 def _evaluation(chair_s, recall):
     pope = {"accuracy": 0.5, "f1": 0.4}
-    return {"chair": {"chair_s": chair_s, "chair_i": chair_s / 2, "recall": recall,
-                      "mean_sentences": 2.0}, "pope": {"adversarial": pope}}
+    return {
+        "chair": {
+            "chair_s": chair_s,
+            "chair_i": chair_s / 2,
+            "recall": recall,
+            "mean_sentences": 2.0,
+        },
+        "pope": {"adversarial": pope},
+    }
 
 
 def test_spread_is_the_mean_and_the_sample_standard_deviation():
@@ -70,13 +83,23 @@ def test_spread_is_the_mean_and_the_sample_standard_deviation():
 
 
 def test_table_rows_base_then_every_csr_iteration_then_each_variant_at_its_last():
-    runs = {"csr": [[_evaluation(0.5, 0.9), _evaluation(0.3, 0.8), _evaluation(0.2, 0.8)],
-                    [_evaluation(0.4, 0.9), _evaluation(0.1, 0.9), _evaluation(0.1, 0.7)]],
-            "lambda-0": [[_evaluation(0.5, 0.9), _evaluation(0.5, 0.9), _evaluation(0.6, 0.9)],
-                         [_evaluation(0.4, 0.9), _evaluation(0.4, 0.9), _evaluation(0.4, 0.9)]]}
+    runs = {
+        "csr": [
+            [_evaluation(0.5, 0.9), _evaluation(0.3, 0.8), _evaluation(0.2, 0.8)],
+            [_evaluation(0.4, 0.9), _evaluation(0.1, 0.9), _evaluation(0.1, 0.7)],
+        ],
+        "lambda-0": [
+            [_evaluation(0.5, 0.9), _evaluation(0.5, 0.9), _evaluation(0.6, 0.9)],
+            [_evaluation(0.4, 0.9), _evaluation(0.4, 0.9), _evaluation(0.4, 0.9)],
+        ],
+    }
     rows = table_rows(runs)
-    assert [label for label, _ in rows] == ["base model", "csr, iteration 1",
-                                            "csr, iteration 2", "lambda-0, iteration 2"]
+    assert [label for label, _ in rows] == [
+        "base model",
+        "csr, iteration 1",
+        "csr, iteration 2",
+        "lambda-0, iteration 2",
+    ]
     assert rows[0][1]["CHAIR_s"].mean == pytest.approx(0.45)
     assert rows[2][1]["CHAIR_s"].mean == pytest.approx(0.15)
     assert rows[2][1]["recall"].mean == pytest.approx(0.75)
@@ -110,13 +133,27 @@ def test_agreement_command_names_what_it_cannot_compare(tmp_path):
 
     runner = CliRunner()
     env = {"COLUMNS": "200"}
-    result = runner.invoke(app, ["toyworld", "agreement", "--out", str(tmp_path),
-                                 "--variant", "csr"], env=env)
+    result = runner.invoke(
+        app, ["toyworld", "agreement", "--out", str(tmp_path), "--variant", "csr"], env=env
+    )
     assert result.exit_code == 2 and "name two variants or more" in result.output
-    result = runner.invoke(app, ["toyworld", "agreement", "--out", str(tmp_path),
-                                 "--variant", "csr", "--variant", "lambda-2"], env=env)
+    result = runner.invoke(
+        app,
+        [
+            "toyworld",
+            "agreement",
+            "--out",
+            str(tmp_path),
+            "--variant",
+            "csr",
+            "--variant",
+            "lambda-2",
+        ],
+        env=env,
+    )
     assert result.exit_code == 2 and "unknown variant 'lambda-2'" in result.output
-    result = runner.invoke(app, ["toyworld", "agreement", "--out", str(tmp_path),
-                                 "--adapter", str(tmp_path)], env=env)
+    result = runner.invoke(
+        app, ["toyworld", "agreement", "--out", str(tmp_path), "--adapter", str(tmp_path)], env=env
+    )
     assert result.exit_code == 2 and "holds no adapter_config.json" in result.output
     assert not (tmp_path / "models").exists()  # refused before building anything

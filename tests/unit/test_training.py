@@ -20,9 +20,14 @@ from tests.unit.fakes import ScriptedModel, ScriptedRelevance, cand
 
 def record(adapter_version: str):
     tree = {"": [cand(" A cat.", -0.1, ends=True), cand(" A dog.", -0.3, ends=True)]}
-    [outcome] = generate_pairs([SearchRequest("p", "Describe.", "a.png")], ScriptedModel(tree),
-                               ScriptedRelevance({"A cat.": 3.0, "A dog.": 1.0}), CSRConfig(),
-                               1, adapter_version)
+    [outcome] = generate_pairs(
+        [SearchRequest("p", "Describe.", "a.png")],
+        ScriptedModel(tree),
+        ScriptedRelevance({"A cat.": 3.0, "A dog.": 1.0}),
+        CSRConfig(),
+        1,
+        adapter_version,
+    )
     return outcome.record
 
 
@@ -36,7 +41,7 @@ def test_versions_are_base_or_whole_numbers():
 def test_staleness_bound():
     schedule = ScheduleConfig(max_staleness=1)
     assert not is_stale(record("base"), 1, schedule)  # made by 0, current 1: one behind
-    assert is_stale(record("base"), 2, schedule)      # two behind
+    assert is_stale(record("base"), 2, schedule)  # two behind
     assert not is_stale(record("2"), 3, schedule)
     assert is_stale(record("2"), 3, replace(schedule, max_staleness=0))
 
