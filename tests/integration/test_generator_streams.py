@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -13,7 +14,7 @@ from PIL import Image
 from csr.config import CSRConfig, SearchConfig
 from csr.records import PreferenceRecord
 from services.generator.engine import VLMEngine
-from services.generator.service import GeneratorLoop
+from services.generator.service import GeneratorLoop, GeneratorOptions, GeneratorParts
 from services.reward.client import RewardClient
 from services.runtime import embedded_redis
 from services.runtime.prompt_sets import load_prompt_set
@@ -57,7 +58,9 @@ def world(tmp_path, taught_llava, start_worker):
 def loop(redis, images, client, engine, consumer, reclaim_after_ms=60_000):
     streams = PromptStreams(redis, reclaim_after_ms=reclaim_after_ms)
     return GeneratorLoop(
-        streams, engine, client.relevance, CONFIG, str(images), consumer, batch_size=3
+        GeneratorParts(streams, engine, client.relevance),
+        CONFIG,
+        GeneratorOptions(Path(str(images)), consumer, batch_size=3),
     )
 
 
@@ -146,14 +149,11 @@ def test_hot_reload_changes_the_next_prompts_output_and_stamps_the_version(world
     teach_sentences(model, processor, steps=60)
     engine = VLMEngine(model, processor, CONFIG.search)
     generator = GeneratorLoop(
-        PromptStreams(redis),
-        engine,
-        client.relevance,
+        GeneratorParts(
+            PromptStreams(redis), engine, client.relevance, slot=AdapterSlot(model, "tiny-llava")
+        ),
         CONFIG,
-        str(images),
-        "g",
-        batch_size=3,
-        slot=AdapterSlot(model, "tiny-llava"),
+        GeneratorOptions(Path(str(images)), "g", batch_size=3),
     )
     before = first_answers(generator, images)
     done = generator.request_adapter(str(make_adapter(tmp_path / "v1", "1")))
@@ -173,14 +173,14 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
     model, processor = build_tiny_qwen2_vl(seed=2)
     teach_sentences(model, processor, steps=60)
     generator = GeneratorLoop(
-        PromptStreams(redis),
-        VLMEngine(model, processor, CONFIG.search),
-        client.relevance,
+        GeneratorParts(
+            PromptStreams(redis),
+            VLMEngine(model, processor, CONFIG.search),
+            client.relevance,
+            slot=AdapterSlot(model, "tiny-qwen2-vl"),
+        ),
         CONFIG,
-        str(images),
-        "q",
-        batch_size=3,
-        slot=AdapterSlot(model, "tiny-qwen2-vl"),
+        GeneratorOptions(Path(str(images)), "q", batch_size=3),
     )
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
     while generator.run_once(block_ms=10):
@@ -220,13 +220,14 @@ def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path,
     model, processor = build_tiny_llava(seed=2)
     slot = AdapterSlot(model, "tiny-llava")
     generator = GeneratorLoop(
-        PromptStreams(redis),
-        VLMEngine(model, processor, CONFIG.search),
-        client.relevance,
+        GeneratorParts(
+            PromptStreams(redis),
+            VLMEngine(model, processor, CONFIG.search),
+            client.relevance,
+            slot=slot,
+        ),
         CONFIG,
-        str(images),
-        "g",
-        slot=slot,
+        GeneratorOptions(Path(str(images)), "g"),
     )
     assert generator.request_adapter(str(make_adapter(tmp_path / "good", "1"))) is not None
     generator.run_once(block_ms=10)
@@ -267,13 +268,14 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
     redis, _prompt_set, images, client, _engine = world
     model, processor = build_tiny_llava(seed=2)
     generator = GeneratorLoop(
-        PromptStreams(redis),
-        VLMEngine(model, processor, CONFIG.search),
-        client.relevance,
+        GeneratorParts(
+            PromptStreams(redis),
+            VLMEngine(model, processor, CONFIG.search),
+            client.relevance,
+            slot=AdapterSlot(model, "tiny-llava"),
+        ),
         CONFIG,
-        str(images),
-        "g",
-        slot=AdapterSlot(model, "tiny-llava"),
+        GeneratorOptions(Path(str(images)), "g"),
     )
     stop = threading.Event()
 
@@ -321,15 +323,14 @@ def test_with_the_reward_service_down_no_prompt_is_lost_or_marked_done(world, cl
         port = probe.getsockname()[1]
     reward = RewardClient(f"127.0.0.1:{port}", timeout=2, retries=1, backoff=0.01)
     generator = GeneratorLoop(
-        PromptStreams(redis, reclaim_after_ms=100),
-        engine,
-        reward.relevance,
+        GeneratorParts(
+            PromptStreams(redis, reclaim_after_ms=100),
+            engine,
+            reward.relevance,
+            reward_probe=reward.info,
+        ),
         CONFIG,
-        str(images),
-        "g",
-        batch_size=3,
-        reward_probe=reward.info,
-        retry_after_s=0.05,
+        GeneratorOptions(Path(str(images)), "g", batch_size=3, retry_after_s=0.05),
     )
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1))
     assert generator.run_once(block_ms=10) == 0  # no reward service: nothing done
@@ -385,13 +386,9 @@ def test_a_prompt_with_a_missing_image_fails_alone_and_its_batch_is_served(world
 def test_a_failing_batch_leaves_its_prompts_pending_and_the_loop_running(world):
     redis, prompt_set, images, client, engine = world
     broken = GeneratorLoop(
-        PromptStreams(redis),
-        engine,
-        lambda image, sentences: [],
+        GeneratorParts(PromptStreams(redis), engine, lambda image, sentences: []),
         CONFIG,
-        str(images),
-        "g",
-        batch_size=3,
+        GeneratorOptions(Path(str(images)), "g", batch_size=3),
     )  # wrong answer: RelevanceError
     broken.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:3])
     assert broken.run_once(block_ms=10) == 0
@@ -410,7 +407,9 @@ def test_a_prompt_that_breaks_its_batch_is_retried_alone_and_the_others_finish(w
         return client.relevance(image_ref, sentences)
 
     generator = GeneratorLoop(
-        PromptStreams(redis), engine, fragile, CONFIG, str(images), "g", batch_size=3
+        GeneratorParts(PromptStreams(redis), engine, fragile),
+        CONFIG,
+        GeneratorOptions(Path(str(images)), "g", batch_size=3),
     )
     generator.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:3])
     assert generator.run_once(block_ms=10) == 2  # 0000 and 0002 finished, 0001 left pending
@@ -430,13 +429,9 @@ def test_a_batch_slower_than_the_reclaim_time_is_not_taken_over(world):
         return client.relevance(image_ref, sentences)
 
     owner = GeneratorLoop(
-        PromptStreams(redis, reclaim_after_ms=200),
-        engine,
-        slow,
+        GeneratorParts(PromptStreams(redis, reclaim_after_ms=200), engine, slow),
         CONFIG,
-        str(images),
-        "owner",
-        batch_size=2,
+        GeneratorOptions(Path(str(images)), "owner", batch_size=2),
     )
     owner.streams.enqueue(load_prompt_set(str(prompt_set), iteration=1)[:2])
     stolen, running = [], threading.Event()
@@ -469,13 +464,14 @@ def test_an_unreadable_adapter_is_refused_without_stopping_the_loop(world, tmp_p
     model, processor = build_tiny_llava(seed=2)
     slot = AdapterSlot(model, "tiny-llava")
     generator = GeneratorLoop(
-        PromptStreams(redis),
-        VLMEngine(model, processor, CONFIG.search),
-        client.relevance,
+        GeneratorParts(
+            PromptStreams(redis),
+            VLMEngine(model, processor, CONFIG.search),
+            client.relevance,
+            slot=slot,
+        ),
         CONFIG,
-        str(images),
-        "g",
-        slot=slot,
+        GeneratorOptions(Path(str(images)), "g"),
     )
     adapter = make_adapter(tmp_path / "v1", "1")
 

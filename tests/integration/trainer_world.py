@@ -102,19 +102,19 @@ def running_generator(world: World, config: CSRConfig = CONFIG):
     from services.generator.adapter_slot import AdapterSlot
     from services.generator.admin import create_server
     from services.generator.engine import VLMEngine
-    from services.generator.service import GeneratorLoop
+    from services.generator.service import GeneratorLoop, GeneratorOptions, GeneratorParts
     from services.runtime.announce import AdapterSubscriber
 
     model, processor = build_tiny_llava(seed=2)
     generator = GeneratorLoop(
-        PromptStreams(world.redis),
-        VLMEngine(model, processor, config.search),
-        lambda image, s: [1.0] * len(s),
+        GeneratorParts(
+            PromptStreams(world.redis),
+            VLMEngine(model, processor, config.search),
+            lambda image, s: [1.0] * len(s),
+            slot=AdapterSlot(model, "tiny-llava"),
+        ),
         config,
-        str(world.images),
-        "gen",
-        batch_size=4,
-        slot=AdapterSlot(model, "tiny-llava"),
+        GeneratorOptions(Path(str(world.images)), "gen", batch_size=4),
     )
     server, port = create_server(generator, "127.0.0.1", 0)
     server.start()
