@@ -1,11 +1,14 @@
 """The README's configuration reference is the one the code generates."""
 
+import importlib
+import re
 from pathlib import Path
 
 from services.reward.settings import RewardSettings
 from services.runtime.docs import settings_markdown
 
-README = (Path(__file__).parents[2] / "README.md").read_text()
+ROOT = Path(__file__).parents[2]
+README = (ROOT / "README.md").read_text()
 
 
 def test_reward_settings_table_is_current():
@@ -26,3 +29,40 @@ def test_trainer_settings_table_is_current():
 
 def test_readme_shows_the_two_commands():
     assert "make demo" in README and "make test" in README
+
+
+# A backticked name in the README that starts like the project's packages or folders.
+_PROJECT_NAME = re.compile(
+    r"`((?:csr|csr_cli|csr_api|services|toyworld|evaluation|tests|bench|examples|docker|deploy|"
+    r"proto)(?:[./][\w.-]+)+/?)`"
+)
+
+
+def _resolves(name: str) -> bool:
+    """A path in the repository, or a dotted module path whose last parts may be attributes."""
+    if "/" in name or name.endswith((".py", ".yaml", ".yml", ".jsonl", ".proto", ".md")):
+        return (ROOT / name).exists()
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(target, attribute):
+                return False
+            target = getattr(target, attribute)
+        return True
+    return False
+
+
+def test_every_module_path_and_file_the_readme_names_exists():
+    named = sorted(set(_PROJECT_NAME.findall(README)))
+    assert len(named) > 20  # the pattern still finds the README's references
+    assert [name for name in named if not _resolves(name)] == []
+
+
+def test_the_reference_check_catches_what_is_gone():
+    assert not _resolves("csr.rewards.no_such_formula")
+    assert not _resolves("services/no_such_service/")
+    assert _resolves("csr.rewards.calibrated_reward") and _resolves("services/reward/")
