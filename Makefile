@@ -4,12 +4,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install proto test test-unit demo clean compose-tool kube-tool
+.PHONY: install proto test test-unit lint demo clean compose-tool kube-tool constraints
 
-$(STAMP): pyproject.toml
+# Every dependency is pinned in constraints.txt, so a fresh install gets the versions the
+# README's figures were measured with.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --progress-bar off -e '.[ml,services,test]'
+	$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[ml,services,test]'
 	touch $(STAMP)
+
+# After a deliberate upgrade: pin what the environment now holds.
+constraints: install
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^csr=='; } \
+	  > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # Python stubs are generated from the .proto files, never edited by hand.
 PROTOS := $(wildcard proto/csr_api/v1/*.proto)
@@ -35,7 +42,13 @@ kube-tool:
 	@command -v kustomize >/dev/null || command -v kubectl >/dev/null \
 	  || echo "neither kustomize nor kubectl found: the Kubernetes check will fail (install kustomize 5)"
 
-test: install compose-tool kube-tool
+# Lint and format check of the whole tree; type check of the core (strict) and the runtime.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install compose-tool kube-tool lint
 	CSR_REQUIRE_COMPOSE=1 CSR_REQUIRE_KUBERNETES=1 $(PY) -m pytest
 
 test-unit: install
