@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from csr.errors import ConfigError
 
@@ -57,13 +57,13 @@ def _require_finite(name: str, value: float, low: float, high: float) -> None:
     _require(ok, f"{name}={value!r} must be a finite number in [{low}, {high}]{hint}")
 
 
-def setting(default, help: str):
+def setting(default: Any, help: str) -> Any:
     """A field with one default and its help text, which the README table and the YAML
     reference are generated from (services.runtime.docs)."""
     return field(default=default, metadata={"help": help})
 
 
-def section(kind: type, help: str):
+def section(kind: type, help: str) -> Any:
     """A nested section of settings (CSRConfig.search, .reward, ...)."""
     return field(default_factory=kind, metadata={"help": help})
 
@@ -346,14 +346,14 @@ class CSRConfig:
             )
 
     @classmethod
-    def from_dict(cls, data: dict) -> CSRConfig:
+    def from_dict(cls, data: dict[str, Any]) -> CSRConfig:
         """A config from plain data (a YAML or JSON file's): `preset` ("paper" or
         "authors-code") picks the base, then `iterations` and the sections `search`,
         `reward`, `selection`, `dpo`, `schedule` override single fields. Unknown keys are
         refused by name."""
         if not isinstance(data, dict):
             raise ConfigError(f"an algorithm config is a mapping, not {type(data).__name__}")
-        sections = {
+        sections: dict[str, Any] = {
             "search": SearchConfig,
             "reward": RewardConfig,
             "selection": SelectionConfig,

@@ -144,7 +144,7 @@ def _typed(data: dict[str, Any], name: str, kind: type) -> Any:
             raise RecordError(f"field {name} is too large for a float: {value}") from e
     if not isinstance(value, kind) or isinstance(value, bool):
         raise RecordError(f"field {name} must be {kind.__name__}, got {value!r}")
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise RecordError(f"field {name} must be finite, got {value!r}")
     return value
 

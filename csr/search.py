@@ -292,10 +292,14 @@ class _PromptSearch:
         group = len(self.groups)
         r_t = [self_score(c.token_logprobs, self.reward.self_score) for c in kept]
         self.groups.append([(c.text.strip(), value) for c, value in zip(kept, r_t)])
+        r_i: Sequence[float | None]
+        r: Sequence[float | None]
+        merits: Sequence[float | None]
         if self.search.mode == "paper":
-            r_i = [self.relevance_memo[c.text.strip()] for c in kept]
-            merits = sentence_merits(r_t, r_i, self.reward)
-            r = [calibrated_reward(ri, rt, self.reward.lam) for rt, ri in zip(r_t, r_i)]
+            known = [self.relevance_memo[c.text.strip()] for c in kept]
+            merits = sentence_merits(r_t, known, self.reward)
+            r = [calibrated_reward(ri, rt, self.reward.lam) for rt, ri in zip(r_t, known)]
+            r_i = known
         else:
             r_i = r = merits = [None] * len(kept)
         return [

@@ -38,12 +38,14 @@ def pair_agreement(
             f"the two settings saw different prompts (e.g. {missing}); compare "
             "pairs made from the same prompt set"
         )
-    both = [key for key in first if first[key] is not None and second[key] is not None]
+    both = [
+        (a, b) for key in first if (a := first[key]) is not None and (b := second[key]) is not None
+    ]
     if not both:
         raise NothingToCompare("no prompt gave a pair under both settings; nothing to compare")
     only_one = sum((first[key] is None) != (second[key] is None) for key in first)
     n = len(both)
-    same_chosen = sum(first[k][0] == second[k][0] for k in both)
-    same_rejected = sum(first[k][1] == second[k][1] for k in both)
-    same_pair = sum(first[k] == second[k] for k in both)
+    same_chosen = sum(a[0] == b[0] for a, b in both)
+    same_rejected = sum(a[1] == b[1] for a, b in both)
+    same_pair = sum(a == b for a, b in both)
     return PairAgreement(n, same_chosen / n, same_rejected / n, same_pair / n, only_one)

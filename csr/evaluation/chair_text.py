@@ -34,6 +34,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 
 class TextRules(str, enum.Enum):
@@ -61,7 +62,7 @@ _FINAL_PERIOD = (re.compile(r"([^\.])(\.)([\]\)}>\"'»”’ ]*)\s*$"), r"\1 \2 
 
 
 @functools.cache
-def _tokenizers():
+def _tokenizers() -> tuple[Any, Any]:
     from nltk.tokenize.punkt import PunktSentenceTokenizer
     from nltk.tokenize.treebank import TreebankWordTokenizer
 
@@ -83,7 +84,7 @@ def original_words(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class _PatternTables:
-    rules: tuple[tuple[re.Pattern, str], ...]
+    rules: tuple[tuple[re.Pattern[str], str], ...]
     irregular: dict[str, str]
     unchanged: frozenset[str]  # Pattern's uninflected and uncountable words
     ie_words: frozenset[str]

@@ -180,7 +180,7 @@ _ORIGINAL_PHRASES = {**_PHRASES_AS_WRITTEN, "wine glas": "wine glass"}
 
 
 def _name_of() -> dict[str, str]:
-    names = {}
+    names: dict[str, str] = {}
     for category, synonyms in COCO_SYNONYMS.items():
         for word in synonyms:
             names.setdefault(word, category)

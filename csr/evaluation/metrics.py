@@ -68,7 +68,7 @@ def mentioned(text: str, vocabulary: Mapping[str, str]) -> set[str]:
     found = set()
     i = 0
     while i < len(tokens):
-        pair = f"{tokens[i]} {tokens[i + 1]}" if i + 1 < len(tokens) else None
+        pair = f"{tokens[i]} {tokens[i + 1]}" if i + 1 < len(tokens) else ""
         if pair in vocabulary:  # the phrase wins over its words ("hot dog" is not a dog)
             found.add(vocabulary[pair])
             i += 2

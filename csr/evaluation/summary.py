@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # (column, path into an evaluation): the figures a results table shows
 METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -41,14 +42,14 @@ def spread(values: Sequence[float]) -> Spread:
     return Spread(mean, math.sqrt(var), n)
 
 
-def metric(evaluation: Mapping, path: Sequence[str]) -> float:
-    value = evaluation
+def metric(evaluation: Mapping[str, Any], path: Sequence[str]) -> float:
+    value: Any = evaluation
     for key in path:
         value = value[key]
     return float(value)
 
 
-def summarise(runs: Sequence[Sequence[Mapping]], iteration: int) -> dict[str, Spread]:
+def summarise(runs: Sequence[Sequence[Mapping[str, Any]]], iteration: int) -> dict[str, Spread]:
     """Each metric's spread over the runs (one per seed) at `iteration`."""
     for run in runs:
         if iteration >= len(run):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
 import grpc
 import redis
+from redis.client import PubSubWorkerThread
 
 from services.runtime.keys import ADAPTER_CHANNEL
 
@@ -70,7 +70,7 @@ class AdapterSubscriber:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(**{ADAPTER_CHANNEL: self._on_message})
         self.request = request
-        self._thread: threading.Thread | None = None
+        self._thread: PubSubWorkerThread | None = None
 
     def _on_message(self, message) -> None:
         try:

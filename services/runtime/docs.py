@@ -45,7 +45,8 @@ def algorithm_fields(kind: type | None = None, prefix: str = ""):
     kind = kind or CSRConfig
     for item in dataclasses.fields(kind):
         if item.default_factory is not dataclasses.MISSING:  # a section
-            yield from algorithm_fields(item.default_factory, f"{prefix}{item.name}.")
+            section: type = item.default_factory  # type: ignore[assignment]
+            yield from algorithm_fields(section, f"{prefix}{item.name}.")
         else:
             yield f"{prefix}{item.name}", item.default, item.metadata["help"]
 

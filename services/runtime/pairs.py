@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -37,7 +38,10 @@ def _text(value) -> str:
 
 class PairConsumer:
     def __init__(self, client: redis.Redis, consumer: str):
-        self.redis, self.consumer = client, consumer
+        # redis-py types every reply as the union of all RESP shapes; these commands' shapes
+        # are fixed (stream entries as (id, fields)), so the client is used untyped
+        self.redis: Any = client
+        self.consumer = consumer
         self._replayed = False
         self.last_read = 0  # entries the last read got from Redis, usable or not
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -116,7 +117,10 @@ class PromptStreams:
     def __init__(
         self, client: redis.Redis, reclaim_after_ms: int = 60_000, max_deliveries: int = 5
     ):
-        self.redis, self.reclaim_after_ms = client, reclaim_after_ms
+        # redis-py types every reply as the union of all RESP shapes; these commands' shapes
+        # are fixed (stream entries as (id, fields)), so the client is used untyped
+        self.redis: Any = client
+        self.reclaim_after_ms = reclaim_after_ms
         self.max_deliveries = max_deliveries
         self._publish = client.register_script(_PUBLISH)
         self._enqueue = client.register_script(_ENQUEUE)

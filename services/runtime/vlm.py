@@ -30,7 +30,8 @@ def load_vlm(settings: VLMSettings):
             f"cannot load VLM {settings.model!r}: {e}. Offline, give a local "
             "directory with the model, its processor and chat template"
         ) from e
-    return model.to(device).eval(), processor
+    # transformers wraps PreTrainedModel.to in a decorator its stubs type wrongly
+    return model.to(device).eval(), processor  # type: ignore[arg-type]
 
 
 def load_processor(model: str):
