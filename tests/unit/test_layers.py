@@ -9,7 +9,7 @@ the packages are layered so that it can be read from the layout:
     services.reward / services.generator / services.trainer
                      the services: the core, the runtime, the stubs; never each other (the
                      generator may use the reward service's client, its public contract)
-    services.stack, toyworld, evaluation, csr_cli
+    services.stack, toyworld, evaluation, reports, csr_cli
                      tools on top
     tests, bench     never imported by library code
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-LIBRARY = ("csr", "csr_cli", "services", "toyworld", "evaluation")
+LIBRARY = ("csr", "csr_cli", "services", "toyworld", "evaluation", "reports")
 PROJECT = (*LIBRARY, "csr_api", "tests", "bench")
 HEAVY = (
     "grpc",
@@ -46,7 +46,7 @@ HEAVY = (
     "yaml",
 )
 SERVICES = ("services.reward", "services.generator", "services.trainer")
-TOOLS = ("services.stack", "toyworld", "evaluation", "csr_cli")
+TOOLS = ("services.stack", "toyworld", "evaluation", "reports", "csr_cli")
 # (importer prefix, imported prefix) pairs that are allowed although a rule below forbids them
 ALLOWED = {("services.generator", "services.reward.client")}
 
@@ -133,6 +133,7 @@ def test_the_project_keeps_its_layers():
         "services.generator.engine",
         "services.trainer.service",
         "csr_cli.main",
+        "reports.html",
     } <= set(graph)  # the walk saw them
     assert violations(graph) == []
 
@@ -150,6 +151,10 @@ def test_the_project_keeps_its_layers():
         ("services.trainer.service", "toyworld.world"),
         ("toyworld.build", "tests.models.llava"),
         ("services.stack.up", "bench.trainer_step"),
+        ("services.trainer.observe", "reports.html"),
+        ("services.runtime.plots", "reports.source"),
+        ("reports.export", "tests.integration.pairs_runs"),
+        ("csr.pairs_view", "redis"),
     ],
 )
 def test_each_forbidden_edge_is_caught(importer, imported):
@@ -164,6 +169,9 @@ def test_each_forbidden_edge_is_caught(importer, imported):
         ("services.trainer.service", "services.runtime.adapter_store"),
         ("toyworld.experiment", "services.stack.up"),
         ("tests.integration.test_trainer", "services.trainer.dpo"),
+        ("reports.source", "services.runtime.embedded_redis"),
+        ("reports.evaluation", "toyworld.report"),
+        ("services.trainer.observe", "services.runtime.plots"),
     ],
 )
 def test_allowed_edges_pass(importer, imported):
