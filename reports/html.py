@@ -8,6 +8,7 @@ it, loaded a page at a time, so the page stays the same size however many pairs 
     index.html, report.json (what was reported; lets a later report replace this one)
     figures/      Figure 5 per iteration, the metrics across iterations (PNG)
     images/       each pair image once, named by its content's hash
+    eval-scenes/  the held-out scenes of the evaluation, when it names their seed
     data/iteration-T/index.js        prompt id, margin and text of every pair (filter, sort)
     data/iteration-T/shard-NNNN.js   SHARD_SIZE pairs with their sentences and rewards
 """

@@ -305,9 +305,6 @@ class PromptStreams:
     def no_pairs(self) -> dict[str, int]:
         return {_str(k): int(v) for k, v in self.redis.hgetall(NO_PAIR).items()}
 
-    def no_pairs_by_iteration(self) -> dict[int, dict[str, int]]:
-        return no_pairs_by_iteration(self.redis)
-
     def failed(self) -> list[dict[str, str]]:
         return [{_str(k): _str(v) for k, v in f.items()} for _, f in self.redis.xrange(FAILED)]
 

@@ -188,3 +188,29 @@ def test_trls_dpo_trainer_trains_a_step_on_the_export_as_written(run, tmp_path, 
     assert lora_b and all(p.abs().max() > 0 for p in lora_b)  # B starts at 0: the step moved it
     logged = trainer.state.log_history[0]
     assert logged["logps/chosen"] < 0 and logged["logps/rejected"] < 0  # non-empty completions
+
+
+def test_a_live_redis_url_is_read_without_a_write(run, tmp_path):
+    import datasets
+
+    from services.runtime import embedded_redis
+
+    server = embedded_redis.start(run.run_dir / "redis.db")
+    try:
+        keys = {k: server.type(k) for k in server.keys("*")}
+        lengths = {k: server.xlen(k) for k, kind in keys.items() if kind == b"stream"}
+        groups = {k: server.xinfo_groups(k) for k in lengths}
+        url = f"unix://{server.socket_file}"
+        code, output = export(url, "--out", str(tmp_path / "out"))
+        assert code == 1  # a URL names no image root
+        assert "image 'scene-0.png' of pair" in output and "give --image-root" in output
+        code, output = export(url, "--out", str(tmp_path / "out"), "--image-root", str(run.images))
+        assert code == 0, output
+        assert {k: server.type(k) for k in server.keys("*")} == keys
+        assert {k: server.xlen(k) for k in lengths} == lengths
+        assert {k: server.xinfo_groups(k) for k in lengths} == groups
+    finally:
+        embedded_redis.stop(server)
+    assert datasets.load_from_disk(str(tmp_path / "out"))["pair_id"] == [
+        r.pair_id for r in run.records
+    ]

@@ -191,3 +191,21 @@ def test_twelve_thousand_pairs_keep_the_page_small_and_page_in_the_browser(tmp_p
 def _check_page(index, fragment: str) -> list[str]:
     dom = Elements(dump_dom(f"{index.as_uri()}#{fragment}"))
     return [e["attrs"]["data-pair-id"] for e in dom.found if e["tag"] == "article"]
+
+
+def test_a_report_from_a_url_without_images_shows_their_paths(run, tmp_path):
+    from services.runtime import embedded_redis
+
+    server = embedded_redis.start(run.run_dir / "redis.db")
+    try:
+        code, output = report(f"unix://{server.socket_file}", "--out", str(tmp_path / "r"))
+    finally:
+        embedded_redis.stop(server)
+    assert code == 0, output
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["missing_images"] == 7
+    assert (
+        "7 pair images not found (give --image-root" in (tmp_path / "r" / "index.html").read_text()
+    )
+    assert not (tmp_path / "r" / "images").exists()
+    code, output = report(f"unix://{tmp_path}/no-such.socket", "--out", str(tmp_path / "s"))
+    assert code == 1 and "cannot read the run from unix://" in output
