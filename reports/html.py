@@ -1,9 +1,10 @@
 """`csr pairs report`: a static HTML report of a run that needs no network.
 
 Owns the report's files. `index.html` holds the summary (per iteration: pairs, no-pair
-reasons, failed prompts, the paper's Figure 5), the evaluation (reports.evaluation) and the
-pair browser, with its CSS and JavaScript inline. The pairs themselves are data files next to
-it, loaded a page at a time, so the page stays the same size however many pairs the run has:
+reasons, failed prompts, the paper's Figure 5), the pair browser and the evaluation
+(reports.evaluation), with its CSS and JavaScript inline. The pairs themselves are data files
+next to it, loaded a page at a time, so the page stays the same size however many pairs the run
+has:
 
     index.html, report.json (what was reported; lets a later report replace this one)
     figures/      Figure 5 per iteration, the metrics across iterations (PNG)
@@ -240,8 +241,8 @@ _NAV = " · ".join(
     for anchor, name in (
         ("summary", "iterations"),
         ("figure-5", "Figure 5"),
-        ("evaluation", "evaluation"),
         ("browser", "pairs"),
+        ("evaluation", "evaluation"),
     )
 )
 
@@ -321,11 +322,11 @@ def build_report(
         sections = [summary_section(data, by_iteration)]
         if figures:
             sections.append(figure_section(figures))
+        sections.append(browser_section(sorted(by_iteration)))
         if evaluation is not None:
             from reports.evaluation import evaluation_section
 
             sections.append(evaluation_section(evaluation, staging))
-        sections.append(browser_section(sorted(by_iteration)))
         meta = {"pageSize": layout.page_size, "shardSize": layout.shard_size, "iterations": listed}
         text = page("CSR run report", _subtitle(data, images.missing), sections, meta)
         (staging / "index.html").write_text(text)
