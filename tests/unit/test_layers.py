@@ -9,7 +9,7 @@ the packages are layered so that it can be read from the layout:
     services.reward / services.generator / services.trainer
                      the services: the core, the runtime, the stubs; never each other (the
                      generator may use the reward service's client, its public contract)
-    services.stack, toyworld, evaluation, csr_cli
+    services.stack, toyworld, evaluation, reports, csr_cli
                      tools on top
     tests, bench     never imported by library code
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-LIBRARY = ("csr", "csr_cli", "services", "toyworld", "evaluation")
+LIBRARY = ("csr", "csr_cli", "services", "toyworld", "evaluation", "reports")
 PROJECT = (*LIBRARY, "csr_api", "tests", "bench", "examples")
 HEAVY = (
     "grpc",
@@ -56,7 +56,7 @@ HEAVY = (
 # on its own, so only the static walk checks them.
 FILE_SYSTEM = ("os", "pathlib", "shutil", "tempfile", "glob", "io")
 SERVICES = ("services.reward", "services.generator", "services.trainer")
-TOOLS = ("services.stack", "toyworld", "evaluation", "csr_cli")
+TOOLS = ("services.stack", "toyworld", "evaluation", "reports", "csr_cli")
 # (importer prefix, imported prefix) pairs that are allowed although a rule below forbids them
 ALLOWED = {("services.generator", "services.reward.client")}
 
@@ -149,6 +149,7 @@ def test_the_project_keeps_its_layers():
         "services.generator.engine",
         "services.trainer.service",
         "csr_cli.main",
+        "reports.html",
     } <= set(graph)  # the walk saw them
     assert violations(graph) == []
 
@@ -170,6 +171,10 @@ def test_the_project_keeps_its_layers():
         ("csr.evaluation.coco", "pycocotools"),
         ("csr.search", "http.client"),
         ("csr_cli.main", "examples.chair_text_rules"),
+        ("services.trainer.observe", "reports.html"),
+        ("services.runtime.plots", "reports.source"),
+        ("reports.export", "tests.integration.pairs_runs"),
+        ("csr.pairs_view", "redis"),
     ],
 )
 def test_each_forbidden_edge_is_caught(importer, imported):
@@ -184,6 +189,9 @@ def test_each_forbidden_edge_is_caught(importer, imported):
         ("services.trainer.service", "services.runtime.adapter_store"),
         ("toyworld.experiment", "services.stack.up"),
         ("tests.integration.test_trainer", "services.trainer.dpo"),
+        ("reports.source", "services.runtime.embedded_redis"),
+        ("reports.evaluation", "toyworld.report"),
+        ("services.trainer.observe", "services.runtime.plots"),
     ],
 )
 def test_allowed_edges_pass(importer, imported):
