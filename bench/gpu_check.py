@@ -309,23 +309,24 @@ def dpo_part(kind: str, model, processor, args, meter: Meter, table: Table) -> N
 
 
 def vlm(kind: str, args, meter: Meter, table: Table) -> None:
-    start = time.perf_counter()
-    model, processor = build(kind, args)
-    meter.sync()
-    table.add(kind, "build", time.perf_counter() - start, "s", 1)
+    built: list = []
+    with limit(table, f"{kind}/build", args.seconds(120)):
+        start = time.perf_counter()
+        built[:] = build(kind, args)
+        meter.sync()
+        table.add(kind, "build", time.perf_counter() - start, "s", 1)
+    if not built:
+        return
+    model, processor = built
     table.add(kind, "parameters", sum(p.numel() for p in model.parameters()) / 1e6, "M", 1)
     if meter.cuda:
         table.memory(kind, "weights", meter.allocated())
     else:
         table.memory(kind, "process after the build", meter.peak())
-    for name, part, seconds in (
-        ("engine", engine_part, args.part_seconds),
-        ("search", search_part, args.part_seconds),
-        ("dpo", dpo_part, args.part_seconds),
-    ):
-        with limit(table, f"{kind}/{name}", seconds):
+    for name, part in (("engine", engine_part), ("search", search_part), ("dpo", dpo_part)):
+        with limit(table, f"{kind}/{name}", args.seconds(args.part_seconds)):
             part(kind, model, processor, args, meter, table)
-    del model, processor
+    del model, processor, built
     meter.reset()
 
 
@@ -374,7 +375,14 @@ def parse(argv=None):
     args.batch = args.batch or (2 if args.tiny else GeneratorSettings().batch_size)
     args.prefix_tokens = 20 if args.tiny else 180
     args.pairs = 2 if args.tiny else 4
-    args.part_seconds = 150 if args.tiny else 180
+    args.part_seconds = 150
+    deadline = time.monotonic() + (900 if args.tiny else 570)  # the whole check's budget
+
+    def seconds(wanted: int) -> int:
+        """A part's limit: what it may take, within what is left of the budget."""
+        return max(1, min(wanted, int(deadline - time.monotonic())))
+
+    args.seconds = seconds
     return args
 
 
@@ -393,10 +401,9 @@ def main(argv=None) -> int:
     parts = args.only.split(",")
     for kind in ("llava", "qwen2-vl"):
         if kind in parts:
-            with limit(table, kind, 3 * args.part_seconds + 120):
-                vlm(kind, args, meter, table)
+            vlm(kind, args, meter, table)
     if "reward" in parts:
-        with limit(table, "reward", 120):
+        with limit(table, "reward", args.seconds(120)):
             reward(args, meter, table)
     table.add("all", "wall time", time.perf_counter() - start, "s", 0)
     table.print()
