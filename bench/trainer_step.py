@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' toy t
 
 from csr.training import dpo_example
 from services.runtime import embedded_redis
-from services.runtime.vlm import load_rgb
+from services.runtime.vlm import load_rgb, response_lead
 from services.trainer.dpo import build_dataset, dpo_config, policy_model
 from tests.integration.trainer_world import CONFIG, base_model, make_world, running_generator
 
@@ -36,7 +36,8 @@ def bare_step_seconds(world, records, config) -> float:
     from trl import DPOTrainer
 
     processor = world.trainer().processor
-    examples = [dpo_example(r, processor.tokenizer.eos_token) for r in records]
+    lead = response_lead(processor)
+    examples = [dpo_example(r, processor.tokenizer.eos_token, lead) for r in records]
     dataset = build_dataset(examples, processor, lambda p: load_rgb(str(world.images / p)))
     with tempfile.TemporaryDirectory() as out:
         args = dpo_config(config.dpo, Path(out), seed=0, checkpoint_steps=0, device="cpu")

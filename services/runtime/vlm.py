@@ -6,10 +6,14 @@ Generation and training must see the same tokens, so the prompt text is built he
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from PIL import Image
 
 from services.runtime.settings import VLMSettings
+
+logger = logging.getLogger(__name__)
 
 
 def load_vlm(settings: VLMSettings):
@@ -56,6 +60,41 @@ def chat_prompt(processor, prompt: str) -> str:
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     bos = processor.tokenizer.bos_token
     return text if not bos or text.startswith(bos) else bos + text
+
+
+def response_lead(processor, probe: str = "image") -> str:
+    """The whitespace to put before a response so that, tokenized on its own (as TRL's DPO
+    collator tokenizes completions, apart from the prompt), it starts with the token the
+    model writes after the chat prompt.
+
+    A model learned its answers tokenized together with the prompt: after a template that ends
+    in whitespace (Qwen2-VL's "assistant\\n") the first word follows without a space, after
+    one that ends in a mark (LLaVA's "ASSISTANT:") it follows a space. Tokenizers spell that
+    space differently alone: a byte-level BPE needs it in the text (" The" is "ĠThe", "The"
+    is "The"), a SentencePiece tokenizer adds its word-boundary marker to a text tokenized
+    alone ("The" is "▁The"), so under the legacy normalizer a leading space would add a second
+    marker. This finds, with a probe word, the lead whose tokens alone equal its tokens after
+    the prompt; if none does, it warns and keeps the template's space."""
+    tokenizer = processor.tokenizer
+    prompt = chat_prompt(processor, probe)
+    space = "" if prompt[-1:].isspace() else " "
+
+    def ids(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    head, joint = ids(prompt), ids(prompt + space + probe)
+    wanted = joint[len(head) :] if joint[: len(head)] == head else None
+    for lead in dict.fromkeys((space, "", " ")):
+        if wanted is not None and ids(lead + probe) == wanted:
+            return lead
+    logger.warning(
+        "no leading whitespace makes a response tokenized alone start as it does after the "
+        "chat prompt (%r after the prompt, %r alone); DPO completions start with %r",
+        tokenizer.convert_ids_to_tokens(wanted or []),
+        tokenizer.convert_ids_to_tokens(ids(space + probe)),
+        space,
+    )
+    return space
 
 
 def load_rgb(path: str) -> Image.Image:

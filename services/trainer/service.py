@@ -28,7 +28,7 @@ from csr.training import dpo_example, iteration_complete, online_batches
 from services.runtime.adapter_store import AdapterStore
 from services.runtime.pairs import Delivered, PairConsumer
 from services.runtime.prompts import PromptStreams
-from services.runtime.vlm import load_rgb
+from services.runtime.vlm import load_rgb, response_lead
 from services.trainer.dpo import UpdateResult, save_adapter, train_update
 from services.trainer.observe import PrometheusCallback, TrainerMetrics
 from services.trainer.parts import IterationQueue, PairIntake, UpdateRecorder, UpdateWorkspace
@@ -79,6 +79,7 @@ class TrainerLoop:
     def __init__(self, parts: TrainerParts, config: CSRConfig, options: TrainerOptions, stop=None):
         self.prompts, self.pairs, self.store = parts.prompts, parts.pairs, parts.store
         self.load_base, self.processor = parts.load_base, parts.processor
+        self.lead = response_lead(self.processor)  # before each DPO completion
         self.announce, self.config, self.options = parts.announce, config, options
         self.stop = stop  # a threading.Event: an update in progress checkpoints and ends
         self.metrics = TrainerMetrics()
@@ -164,7 +165,7 @@ class TrainerLoop:
             self.load_base(),
             self.processor,
             self.store.path(previous) if previous else None,
-            [dpo_example(d.record, eos) for d in batch],
+            [dpo_example(d.record, eos, self.lead) for d in batch],
             lambda p: load_rgb(str(options.image_root / p)),
             self.config.dpo,
             out,

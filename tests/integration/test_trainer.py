@@ -40,7 +40,7 @@ def test_lora_update_changes_adapter_weights_and_leaves_base_untouched(world, tm
         base,
         world.trainer().processor,
         None,
-        [dpo_example(r, "</s>") for r in records],
+        [dpo_example(r, "</s>", " ") for r in records],
         lambda p: __import__("PIL.Image").Image.open(world.images / p),
         CONFIG.dpo,
         tmp_path / "out",
@@ -106,7 +106,7 @@ def test_the_reference_is_the_previous_iterations_model(world):
                 trainer.processor,
                 Image.open(world.images / r.image).convert("RGB"),
                 r.prompt,
-                dpo_example(r, eos).chosen,
+                dpo_example(r, eos, trainer.lead).chosen,
             )
             for r in records
         ) / len(records)
