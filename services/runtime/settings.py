@@ -1,4 +1,5 @@
-"""Settings the generator and the trainer share: which VLM, where it runs, which Redis.
+"""Settings the generator and the trainer share: which VLM, where it runs, the bounds of its
+image sizes, which Redis.
 
 Each service's settings class inherits these fields and sets its own environment prefix
 (CSR_GENERATOR_MODEL, CSR_TRAINER_MODEL, ...), so both load the model the same way

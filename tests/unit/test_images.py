@@ -58,3 +58,11 @@ def test_every_image_installs_with_the_constraints():
 def test_the_gpu_images_run_on_cuda():
     env = re.findall(r"CSR_(GENERATOR|TRAINER)_DEVICE=(\S+)", DOCKERFILES["Dockerfile.gpu"])
     assert sorted(env) == [("GENERATOR", "cuda"), ("TRAINER", "cuda")]
+
+
+def test_the_csr_user_gets_uid_1000_on_an_ubuntu_24_base():
+    """The deployments run as uid 1000; Ubuntu 24.04 images already give it to "ubuntu"."""
+    text = DOCKERFILES["Dockerfile.gpu"]
+    add = text.index("useradd --create-home --uid 1000 csr")
+    if re.search(r"^FROM \S+ubuntu24\.04", text, re.M):
+        assert 0 <= text.find("userdel --remove ubuntu") < add
