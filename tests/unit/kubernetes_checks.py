@@ -188,8 +188,19 @@ def secret_problems(docs: list[dict]) -> list[str]:
 
 
 def gpu_problems(docs: list[dict]) -> list[str]:
-    """One nvidia.com/gpu for each generator and trainer pod; none for the others."""
+    """One nvidia.com/gpu for each generator and trainer pod; none for the others. A service
+    with a GPU runs on cuda (stopping if it cannot), one without on the CPU, never on auto."""
     problems = []
+    for name, _, c, cls in csr_containers(docs):
+        if cls is None:
+            continue
+        has_gpu = str(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", "0")) != "0"
+        variable = f"{cls.model_config['env_prefix']}DEVICE"
+        device = environment(docs, c).get(variable)
+        if device is None or not re.fullmatch("cuda(:[0-9]+)?" if has_gpu else "cpu", device):
+            said = "unset" if device is None else repr(device)
+            where = "with" if has_gpu else "without"
+            problems.append(f"{name}: {variable} is {said} {where} a GPU")
     for name, pod, c in containers(docs):
         wants = tuple(c.get("command", [])) in (("csr", "generate"), ("csr", "train"))
         resources = c.get("resources", {})

@@ -327,6 +327,20 @@ BREAKAGES = {
         lambda d: container(d, "csr-trainer")["resources"]["limits"].update({"nvidia.com/gpu": 2}),
         "csr-trainer: asks for 2 GPUs",
     ),
+    "a GPU service that may fall back to the CPU": (
+        lambda d: env(d, "csr-trainer", "CSR_TRAINER_DEVICE").update(value="auto"),
+        "csr-trainer: CSR_TRAINER_DEVICE is 'auto' with a GPU",
+    ),
+    "a generator without a device setting": (
+        lambda d: container(d, "csr-generator")["env"].remove(
+            env(d, "csr-generator", "CSR_GENERATOR_DEVICE")
+        ),
+        "csr-generator: CSR_GENERATOR_DEVICE is unset with a GPU",
+    ),
+    "a reward worker on cuda without a GPU": (
+        lambda d: env(d, "csr-reward", "CSR_REWARD_DEVICE").update(value="cuda"),
+        "csr-reward: CSR_REWARD_DEVICE is 'cuda' without a GPU",
+    ),
     "a reward target that reaches one worker": (
         lambda d: env(d, "csr-generator", "CSR_GENERATOR_REWARD_TARGET").update(
             value="csr-reward:50051"
