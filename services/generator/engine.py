@@ -18,6 +18,7 @@ generated so far, which the next expansion feeds on top of the prompt cache.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class VLMEngine:
         self.forwards = 0  # model forward calls, for benchmarks
         self.prompt_forwards = 0  # of which encoded prompts
         self.step_rows = 0  # beam rows advanced by one token, summed over steps
+        self.decode_seconds = 0.0  # time in the token-by-token search (forwards + bookkeeping)
 
     def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -170,8 +172,10 @@ class VLMEngine:
         prompts = [self._prompt(p.request.prompt_id) for p in prefixes]
         with torch.inference_mode(), shared_prefix_attention_on(self.model):
             first, stepper = self._start(prompts, generated)
+            started = time.perf_counter()
             hypotheses = self._search(first, stepper, prefixes, generated)
-        return [[self._candidate(g, h) for h in hyps] for g, hyps in zip(generated, hypotheses)]
+            self.decode_seconds += time.perf_counter() - started
+        return [self._candidates(g, hyps) for g, hyps in zip(generated, hypotheses)]
 
     def _search(self, first, stepper, prefixes, generated) -> list[list[Hypothesis]]:
         s = self.search
@@ -236,11 +240,18 @@ class VLMEngine:
         has_tokens = torch.tensor([bool(g) for g in generated], device=first.device)
         return torch.where(has_tokens[:, None], fed, first)
 
-    def _candidate(self, generated: tuple[int, ...], hypothesis: Hypothesis) -> Candidate:
+    def _candidates(
+        self, generated: tuple[int, ...], hypotheses: list[Hypothesis]
+    ) -> list[Candidate]:
+        before = self.tokenizer.decode(list(generated), skip_special_tokens=True)
+        return [self._candidate(generated, before, h) for h in hypotheses]
+
+    def _candidate(
+        self, generated: tuple[int, ...], before: str, hypothesis: Hypothesis
+    ) -> Candidate:
         tokens = hypothesis.tokens
         ends = tokens[-1] in self.eos_ids
         sentence = tokens[:-1] if ends else tokens
-        before = self.tokenizer.decode(list(generated), skip_special_tokens=True)
         after = self.tokenizer.decode(list(generated + sentence), skip_special_tokens=True)
         text = (
             after[len(before) :]
