@@ -248,6 +248,7 @@ def shared_prefix_attention(
             f"the {ATTENTION!r} attention runs only inside an expansion: pass the "
             f"ExpansionCache as {CACHE_KWARG}=... to the forward"
         )
+    _check_supported(kwargs)
     rows, heads, queries, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
@@ -265,6 +266,15 @@ def shared_prefix_attention(
     out, lse = _attend(own_query, key, value, allowed, scale)
     parts.append((out.view(rows, heads, queries, dim), lse.view(rows, heads, queries)))
     return _combine(parts, query.dtype).transpose(1, 2).contiguous(), None
+
+
+def _check_supported(kwargs: dict[str, Any]) -> None:
+    for unsupported in ("sliding_window", "softcap"):
+        if kwargs.get(unsupported) is not None:
+            raise ValueError(
+                f"the engine's shared-prefix attention has no {unsupported} "
+                f"({kwargs[unsupported]}): serve a model without it"
+            )
 
 
 def _read_block(
