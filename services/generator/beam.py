@@ -97,15 +97,20 @@ def _advance_groups(
     Scores, penalties and the top-k run where the log-probs are (the model's device); only
     each group's 2 x group_size best candidates come to the host."""
     size, vocab, device = active[0][1].size, logprobs.shape[-1], logprobs.device
-    rows = torch.zeros(len(active), size, dtype=torch.long)
-    totals = torch.full((len(active), size), float("-inf"))
-    for a, (_, group) in enumerate(active):
-        for b, beam in enumerate(group.running):
-            rows[a, b], totals[a, b] = beam.row, beam.total
+    missing = [size - len(group.running) for _, group in active]
+    rows = torch.tensor(
+        [[b.row for b in g.running] + [0] * n for (_, g), n in zip(active, missing)],
+        device=device,
+    )
+    totals = torch.tensor(
+        [[b.total for b in g.running] + [float("-inf")] * n for (_, g), n in zip(active, missing)],
+        dtype=torch.float32,
+        device=device,
+    )
     prefixes = [prefix for prefix, _ in active]
-    model = logprobs[rows.to(device)]  # (a, size, V)
+    model = logprobs[rows]  # (a, size, V)
     penalties = -penalty * counts[torch.tensor(prefixes, device=device)]  # (a, V)
-    scores = (totals.to(device)[:, :, None] + model + penalties[:, None, :]).view(len(active), -1)
+    scores = (totals[:, :, None] + model + penalties[:, None, :]).view(len(active), -1)
     k = min(2 * size, scores.shape[-1])
     top, flat = torch.topk(scores, k)
     chosen_model = model.view(len(active), -1).gather(1, flat)

@@ -35,6 +35,7 @@ from transformers import AttentionInterface
 ATTENTION = "csr_shared_prefix"
 CACHE_KWARG = "shared_prefix_cache"  # the forward keyword that carries the ExpansionCache
 _SCORE_BYTES = 256 * 2**20  # largest fp32 score tensor one attention part builds at once
+_MASKED = -1e30  # the score of a key a query may not see (finite: an all-masked row is no NaN)
 
 
 @dataclass(eq=False)
@@ -309,8 +310,9 @@ def _attend(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of query (batch, kv_heads, m, dim) over keys (batch, kv_heads, n, dim)
     where `allowed` (broadcast to (batch, 1, m, n)); returns the outputs in the values' dtype
-    and the fp32 log-sum-exp of the scores (-inf where nothing is allowed). Queries are taken
-    in chunks so that no score tensor exceeds _SCORE_BYTES."""
+    and the fp32 log-sum-exp of the scores (about -1e30 where nothing is allowed, so that the
+    part gets no weight). Queries are taken in chunks so that no score tensor exceeds
+    _SCORE_BYTES."""
     batch, kv_heads, m, _ = query.shape
     n = keys.shape[-2]
     chunk = max(1, _SCORE_BYTES // max(1, batch * kv_heads * n * 4))
@@ -320,11 +322,11 @@ def _attend(
         scores = torch.matmul(query[:, :, start : start + chunk], transposed).float().mul_(scale)
         if allowed is not None:
             mask = allowed if allowed.shape[2] == 1 else allowed[:, :, start : start + chunk]
-            scores.masked_fill_(~mask, float("-inf"))
-        lse = torch.logsumexp(scores, dim=-1)
-        weights = scores.sub_(lse.masked_fill(lse.isneginf(), 0.0)[..., None]).exp_()
+            scores.masked_fill_(~mask, _MASKED)
+        weights = torch.softmax(scores, dim=-1)
+        # the largest weight is exp(0) / sum exp(scores - max): lse = max - log(largest weight)
+        lses.append(scores.amax(dim=-1).sub_(weights.amax(dim=-1).log_()))
         outs.append(torch.matmul(weights.to(values.dtype), values))
-        lses.append(lse)
     if len(outs) == 1:
         return outs[0], lses[0]
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
@@ -333,8 +335,7 @@ def _attend(
 def _combine(parts: list[tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype) -> torch.Tensor:
     """softmax over the union of the parts' keys, from each part's softmax and log-sum-exp."""
     lses = torch.stack([lse for _, lse in parts])
-    total = torch.logsumexp(lses, dim=0)
-    weights = (lses - total.masked_fill(total.isneginf(), 0.0)).exp()
+    weights = torch.softmax(lses, dim=0)  # each part's share: exp(lse) / sum of exp(lse)
     combined = parts[0][0].float() * weights[0][..., None]
     for (out, _), weight in zip(parts[1:], weights[1:]):
         combined += out.float() * weight[..., None]
