@@ -122,7 +122,14 @@ def main(argv: list[str] | None = None) -> None:
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         encoded[key] = buffer.getvalue()
-    times: dict[str, list[float]] = {"authors": [], "once": [], "engine": [], "decode": []}
+    times: dict[str, list[float]] = {
+        "authors": [],
+        "once": [],
+        "engine": [],
+        "decode": [],
+        "encode": [],
+        "expand": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         clip = build_tiny_open_clip(tmp)
         settings = RewardSettings(
@@ -161,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 times["engine"].append(seconds)
                 times["decode"].append(engine.decode_seconds)
+                times["encode"].append(engine.encode_seconds)
+                times["expand"].append(engine.expand_seconds)
                 if pairs_of(fast) != pairs_of(slow):
                     raise SystemExit("the engine and the reference loop produced different pairs")
     report(
@@ -198,6 +207,12 @@ def report(args, engine, processor, images, fast, median) -> None:
         f"engine decoding {decode_tps:8.0f} tokens/s; raw one-token forward at {rows} rows, "
         f"{context + 8} positions: {raw_tps:8.0f} tokens/s ({decode_tps / raw_tps:.2f} of the "
         f"limit); over the whole batch {batch_tps:8.0f} tokens/s ({batch_tps / raw_tps:.2f})"
+    )
+    rest = median["engine"] - median["encode"] - median["expand"]
+    print(
+        f"engine's batch: prompt encoding {median['encode']:.2f} s, expansions "
+        f"{median['expand']:.2f} s (token steps {median['decode']:.2f} s), the rest (reward "
+        f"calls, the search's own work) {rest:.2f} s"
     )
     print(kv_per_row())
     print(f"generator_speedup_vs_reference: {median['authors'] / median['engine']:.1f}")

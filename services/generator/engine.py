@@ -79,6 +79,8 @@ class VLMEngine:
         self.prompt_forwards = 0  # of which encoded prompts
         self.step_rows = 0  # beam rows advanced by one token, summed over steps
         self.decode_seconds = 0.0  # time in the token-by-token search (forwards + bookkeeping)
+        self.encode_seconds = 0.0  # time encoding prompts
+        self.expand_seconds = 0.0  # time in expand (prefix feeds, search, candidates)
 
     def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -125,6 +127,7 @@ class VLMEngine:
         """encode_prompt for many (prompt_id, prompt, image) in one forward, left-padded and
         masked; their keys and values stay where the forward left them, as one block."""
         items = list(items)
+        started = time.perf_counter()
         inputs = self.processor(
             images=[image for _, _, image in items],
             text=[self.prompt_text(prompt) for _, prompt, _ in items],
@@ -152,6 +155,7 @@ class VLMEngine:
             self._prompts[prompt_id] = _PromptCache(
                 block, row, logprobs[row], lengths[row], lengths[row] + offset
             )
+        self.encode_seconds += time.perf_counter() - started
 
     def release(self, prompt_id: str) -> None:
         """Forget a prompt; its block goes once every prompt encoded with it is released."""
@@ -168,6 +172,7 @@ class VLMEngine:
         """The core's `expand`: num_beams candidate next sentences for every prefix."""
         if not prefixes:
             return []
+        began = time.perf_counter()
         generated = [tuple(p.state or ()) for p in prefixes]
         prompts = [self._prompt(p.request.prompt_id) for p in prefixes]
         with torch.inference_mode(), shared_prefix_attention_on(self.model):
@@ -175,7 +180,9 @@ class VLMEngine:
             started = time.perf_counter()
             hypotheses = self._search(first, stepper, prefixes, generated)
             self.decode_seconds += time.perf_counter() - started
-        return [self._candidates(g, hyps) for g, hyps in zip(generated, hypotheses)]
+        candidates = [self._candidates(g, hyps) for g, hyps in zip(generated, hypotheses)]
+        self.expand_seconds += time.perf_counter() - began
+        return candidates
 
     def _search(self, first, stepper, prefixes, generated) -> list[list[Hypothesis]]:
         s = self.search
