@@ -32,7 +32,16 @@ class GeneratorSettings(VLMSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         description="This replica's name in the consumer group.",
     )
-    batch_size: int = Field(8, ge=1, description="Prompts searched together.")
+    batch_size: int = Field(
+        8, ge=1, description="Prompts searched together, at most (the KV budget may take fewer)."
+    )
+    kv_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        description="GiB of KV cache a batch may hold: batches are filled up to it from the "
+        "model config and the prompt lengths, and a prompt that alone needs more fails with a "
+        "reason. Unset: half the GPU memory free once the model is loaded (CUDA), 4 on the CPU.",
+    )
     reclaim_after_ms: int = Field(
         60_000,
         ge=1,
