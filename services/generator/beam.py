@@ -21,12 +21,14 @@ there, and only each group's 2 x group_size best candidates cross to the host pe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Whether a candidate whose last token is a stop token really ends there (its tokens so far).
+Ends = Callable[[Sequence[int]], bool]
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def _advance_groups(
     counts: torch.Tensor,
     penalty: float,
     stop_ids: Collection[int],
+    ends: Ends | None = None,
 ) -> None:
     """One step of the same group of many prefixes, batched: pick each group's next beams,
     finish those that stop, and count the chosen tokens for the groups after it.
@@ -124,21 +127,24 @@ def _advance_groups(
     for a, (prefix, group) in enumerate(active):
         indices = [int(i) for i in picked[1][a]]
         picks = zip(picked[0][a], indices, picked[2][a], picked[3][a])
-        counted.extend((prefix, token) for token in _pick(group, picks, vocab, stop_ids))
+        counted.extend((prefix, token) for token in _pick(group, picks, vocab, stop_ids, ends))
     if counted and penalty:
         where = torch.tensor(counted, dtype=torch.long, device=device).T
         counts.index_put_((where[0], where[1]), counts.new_ones(len(counted)), accumulate=True)
 
 
-def _pick(group: _Group, picks, vocab: int, stop_ids: Collection[int]) -> list[int]:
-    """Extend the group's beams by the ranked candidates; returns the tokens that continue."""
+def _pick(
+    group: _Group, picks, vocab: int, stop_ids: Collection[int], ends: Ends | None = None
+) -> list[int]:
+    """Extend the group's beams by the ranked candidates; returns the tokens that continue.
+    A stop token finishes a beam only where `ends` agrees (a period after "Mr" does not)."""
     chosen: list[_Beam] = []
     for rank, (score, index, model_logprob, penalty) in enumerate(picks):
         if score == float("-inf"):
             break  # only padding (or impossible tokens) is left
         beam_index, token = divmod(index, vocab)
         child = group.running[beam_index].extend(token, model_logprob, penalty)
-        if token in stop_ids:
+        if token in stop_ids and (ends is None or ends(child.tokens)):
             if rank < group.size:
                 group.add_finished(child.finish(True, group.length_penalty))
         else:
@@ -158,8 +164,10 @@ def diverse_beam_search(
     diversity_penalty: float,
     max_new_tokens: int,
     length_penalty: float = 1.0,
+    ends: Ends | None = None,
 ) -> list[list[Hypothesis]]:
-    """Hypotheses of every prefix (row of first_logprobs), best score first, num_beams each."""
+    """Hypotheses of every prefix (row of first_logprobs), best score first, num_beams each.
+    `ends(tokens)`, if given, confirms that a stop token really ends the candidate."""
     if num_beams % num_groups:
         raise ValueError(f"num_beams={num_beams} is not a multiple of num_groups={num_groups}")
     size = num_beams // num_groups
@@ -174,7 +182,7 @@ def diverse_beam_search(
                 (i, own[g]) for i, own in enumerate(groups) if not own[g].done and own[g].running
             ]
             if active:
-                _advance_groups(active, logprobs, counts, diversity_penalty, stop_ids)
+                _advance_groups(active, logprobs, counts, diversity_penalty, stop_ids, ends)
             for _, group in active:
                 group.update_done(generated)
         parents, tokens = _renumber(groups)

@@ -36,7 +36,12 @@ from services.generator.kv_cache import (
 )
 from services.generator.memory import search_kv_bytes
 from services.generator.sampling import prefix_generator, sample_sentences
-from services.generator.tokens import banned_token_ids, logit_columns, sentence_end_ids
+from services.generator.tokens import (
+    SentenceEnds,
+    banned_token_ids,
+    logit_columns,
+    sentence_end_ids,
+)
 from services.runtime.vlm import chat_prompt
 
 
@@ -62,7 +67,9 @@ class VLMEngine:
         self.tokenizer = processor.tokenizer
         self.device = next(model.parameters()).device
         self.eos_ids = {self.tokenizer.eos_token_id}
-        self.stop_ids = stop_token_ids(self.tokenizer, search.sentence_end) | self.eos_ids
+        # tokens that may end a sentence, and the check that one does (not after "Mr")
+        self.sentence_end = SentenceEnds(self.tokenizer, search.sentence_end, self.eos_ids)
+        self.stop_ids = set(self.sentence_end.token_ids)
         # special tokens but EOS, and the logit columns past the tokenizer (tokens.py)
         self._banned = banned_token_ids(self.tokenizer, logit_columns(model), self.eos_ids)
         self._prompts: dict[str, _PromptCache] = {}
@@ -193,11 +200,19 @@ class VLMEngine:
                 s.max_new_tokens,
                 s.temperature,
                 generators,
+                ends=self.sentence_end.ends,
             )
         groups = s.num_beam_groups if s.expansion == "group-beam" else 1
         penalty = s.diversity_penalty if s.expansion == "group-beam" else 0.0
         return diverse_beam_search(
-            first, stepper, self.stop_ids, s.num_beams, groups, penalty, s.max_new_tokens
+            first,
+            stepper,
+            self.stop_ids,
+            s.num_beams,
+            groups,
+            penalty,
+            s.max_new_tokens,
+            ends=self.sentence_end.ends,
         )
 
     def _start(self, prompts: list[_PromptCache], generated: list[tuple[int, ...]]):

@@ -20,7 +20,7 @@ from collections.abc import Collection, Sequence
 
 import torch
 
-from services.generator.beam import Hypothesis, Step
+from services.generator.beam import Ends, Hypothesis, Step
 
 
 def prefix_generator(seed: int, key: str, device: torch.device | str = "cpu") -> torch.Generator:
@@ -38,8 +38,10 @@ def sample_sentences(
     max_new_tokens: int,
     temperature: float,
     generators: Sequence[torch.Generator],
+    ends: Ends | None = None,
 ) -> list[list[Hypothesis]]:
-    """num_samples hypotheses per prefix (row of first_logprobs), best mean log-prob first."""
+    """num_samples hypotheses per prefix (row of first_logprobs), best mean log-prob first.
+    `ends(tokens)`, if given, confirms that a stop token really ends the sample."""
     if len(generators) != first_logprobs.shape[0]:
         raise ValueError(f"{len(generators)} generators for {first_logprobs.shape[0]} prefixes")
     owners = [p for p in range(len(generators)) for _ in range(num_samples)]
@@ -57,8 +59,9 @@ def sample_sentences(
         for s, token, logprob in zip(live, (int(t) for t in picks), chosen):
             tokens[s].append(token)
             logprobs[s].append(logprob)
-            if token in stop_ids or generated == max_new_tokens:
-                done[s] = _hypothesis(tokens[s], logprobs[s], token in stop_ids)
+            stopped = token in stop_ids and (ends is None or ends(tokens[s]))
+            if stopped or generated == max_new_tokens:
+                done[s] = _hypothesis(tokens[s], logprobs[s], stopped)
         running = [s for s in live if done[s] is None]
         if not running:
             break
