@@ -93,7 +93,8 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
             Path(settings.image_root), settings.consumer, batch_size=settings.batch_size
         ),
     )
-    server, port = create_server(loop, settings.admin_host, settings.admin_port)
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    server, port = create_server(loop, settings.admin_host, settings.admin_port, token=admin_token)
     server.start()
     http, http_port = serve_health(loop, loop.metrics, settings.admin_host, settings.http_port)
     subscriber = AdapterSubscriber(client, loop.request_adapter).start()

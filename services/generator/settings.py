@@ -48,6 +48,11 @@ class GeneratorSettings(VLMSettings):
     adapter: str = Field("", description="Adapter directory to serve from the start.")
     admin_host: str = Field("0.0.0.0", description="Address of the admin gRPC API.")
     admin_port: int = Field(50061, ge=0, le=65535, description="Admin gRPC port; 0 picks one.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="When set, the admin gRPC API (LoadAdapter, Status) requires the metadata "
+        "'authorization: Bearer TOKEN'; gRPC health checks stay open.",
+    )
     http_port: int = Field(
         8081, ge=0, le=65535, description="HTTP /healthz and /metrics port; 0 picks one."
     )

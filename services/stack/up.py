@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -60,6 +61,7 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
         )
         rewards.append(f"127.0.0.1:{grpc_port}")
     admins = []
+    admin_token = secrets.token_urlsafe(24)  # this run's: other local users cannot reload
     for i in range(config.generator_replicas):
         admin_port, http_port = free_port(), free_port()
         env = {
@@ -68,6 +70,7 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
             "CSR_GENERATOR_REWARD_TARGET": "ipv4:" + ",".join(rewards),
             "CSR_GENERATOR_ADMIN_HOST": "127.0.0.1",
             "CSR_GENERATOR_ADMIN_PORT": str(admin_port),
+            "CSR_GENERATOR_ADMIN_TOKEN": admin_token,
             "CSR_GENERATOR_HTTP_PORT": str(http_port),
             "CSR_GENERATOR_CONSUMER": f"generator-{i + 1}",
             "CSR_GENERATOR_PROGRESS": "false",
@@ -83,6 +86,7 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
         **config.env("trainer", environ),
         "CSR_TRAINER_REDIS_URL": redis_url,
         "CSR_TRAINER_GENERATOR_ADMIN": ",".join(admins),
+        "CSR_TRAINER_GENERATOR_ADMIN_TOKEN": admin_token,
         "CSR_TRAINER_HTTP_HOST": "127.0.0.1",
         "CSR_TRAINER_HTTP_PORT": str(http_port),
     }

@@ -31,6 +31,10 @@ from services.trainer.settings import TrainerSettings
 logger = logging.getLogger(__name__)
 
 
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value else None
+
+
 def build(
     settings: TrainerSettings, config: CSRConfig | None = None, stop: threading.Event | None = None
 ) -> TrainerLoop:
@@ -48,7 +52,7 @@ def build(
         AdapterStore(settings.adapter_store, settings.keep_versions),
         lambda: load_vlm(settings)[0].train(),  # noqa: PLW0108 (loaded when an update is due)
         processor,
-        make_announcer(client, targets),
+        make_announcer(client, targets, token=_secret(settings.generator_admin_token)),
     )
     options = TrainerOptions(
         Path(settings.image_root),
