@@ -90,7 +90,10 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
         ),
         config,
         GeneratorOptions(
-            Path(settings.image_root), settings.consumer, batch_size=settings.batch_size
+            Path(settings.image_root),
+            settings.consumer,
+            batch_size=settings.batch_size,
+            max_prompt_tokens=settings.max_prompt_tokens,
         ),
     )
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None

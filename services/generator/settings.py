@@ -33,6 +33,13 @@ class GeneratorSettings(VLMSettings):
         description="This replica's name in the consumer group.",
     )
     batch_size: int = Field(8, ge=1, description="Prompts searched together.")
+    max_prompt_tokens: int = Field(
+        0,
+        ge=0,
+        description="Tokens a prompt may have (chat template and image tokens included); a "
+        "longer one fails alone (csr:prompts:failed) before it reaches the model. 0: the "
+        "model's context (max_position_embeddings).",
+    )
     reclaim_after_ms: int = Field(
         60_000,
         ge=1,

@@ -1,12 +1,14 @@
 """Prompt sets as users give them: the authors' JSON list, JSONL, or a `datasets` folder.
 
-Owns reading a prompt set into work items for the prompt stream (services.runtime.prompts).
+Owns reading a prompt set into work items for the prompt stream (services.runtime.prompts),
+and what an item's image name may be: a relative path under the image root that stays there
+(`image_under_root`); a name that leaves it (absolute, or with `..`) is refused, never read.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from services.runtime.json_rows import parse_json_rows
 from services.runtime.prompts import WorkItem
@@ -58,3 +60,19 @@ def _read_rows(path: str) -> list:
         return parse_json_rows(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"prompt set {path} is neither a JSON list nor JSONL: {e}") from e
+
+
+class ImagePathError(ValueError):
+    """An image name that would leave the image root; the message names it and the fix."""
+
+
+def image_under_root(root: str | Path, name: str) -> Path:
+    """root / name for a relative name that stays under root as written (symbolic links the
+    operator put under the root are followed as usual); ImagePathError otherwise."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
+        raise ImagePathError(
+            f"image path {name!r} leaves the image root {root}: name images by their path "
+            "under the root (no leading '/', no '..')"
+        )
+    return Path(root) / name

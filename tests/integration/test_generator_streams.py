@@ -202,6 +202,31 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
     assert first_answers(generator, images) != before
 
 
+def tamper(adapter: Path, how: str, outside: Path) -> None:
+    """Spoil a published adapter the way a hostile writer of the store could."""
+    import hashlib
+    import shutil
+
+    path = adapter / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if how == "empty-listing":  # the manifest vouches for nothing: any weights would pass
+        manifest["files"] = {}
+    elif how == "unlisted-file":
+        (adapter / "notes.txt").write_text("not from the publisher")
+    elif how in ("dotdot-name", "absolute-name"):  # a name that reads outside the folder
+        (outside / "outside.bin").write_bytes(b"elsewhere")
+        name = "../outside.bin" if how == "dotdot-name" else str(outside / "outside.bin")
+        manifest["files"][name] = hashlib.sha256(b"elsewhere").hexdigest()
+    elif how == "symlink":  # the same bytes, but from another place
+        weights = adapter / "adapter_model.safetensors"
+        shutil.copy(weights, outside / "weights.safetensors")
+        weights.unlink()
+        weights.symlink_to(outside / "weights.safetensors")
+    elif how == "subfolder":
+        (adapter / "extra").mkdir()
+    path.write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(
     "spoil,message",
     [
@@ -210,6 +235,12 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
         ("other-base", "was trained on 'another-model'"),
         ("no-manifest", "lacks manifest.json"),
         ("wrong-shapes", "does not fit the model"),
+        ("empty-listing", "files its manifest does not list"),
+        ("unlisted-file", "does not list \\(notes.txt\\)"),
+        ("dotdot-name", "names '../outside.bin', which is not a file name inside"),
+        ("absolute-name", "which is not a file name inside"),
+        ("symlink", "adapter_model.safetensors is a symbolic link"),
+        ("subfolder", "extra is not a regular file"),
     ],
 )
 def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path, spoil, message):
@@ -247,6 +278,8 @@ def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path,
         (bad / "adapter_model.bin").write_bytes(b"not welcome")
     elif spoil == "no-manifest":
         (bad / "manifest.json").unlink()
+    else:
+        tamper(bad, spoil, tmp_path)
     done = generator.request_adapter(str(bad))
     generator.run_once(block_ms=10)
     with pytest.raises(AdapterError, match=message):
