@@ -189,7 +189,11 @@ def _sentence_scores(path: FinishedPath) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: set up logging once, then dispatch."""
+    """Console-script entry point: set up logging once, then dispatch. A command started by
+    a supervisor (csr up) that named itself in CSR_EXIT_WITH_PARENT ends when it ends."""
+    from services.runtime.lifeline import exit_with_parent_from_env
+
+    exit_with_parent_from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app(args=argv, prog_name="csr")
 
