@@ -57,8 +57,9 @@ def generate_command() -> None:
     from services.generator.main import run
     from services.generator.settings import GeneratorSettings
     from services.runtime.entry import run_service
+    from services.runtime.prompt_sets import PromptSetError
 
-    run_service(GeneratorSettings, run, fatal=(RuntimeError,))
+    run_service(GeneratorSettings, run, fatal=(RuntimeError, PromptSetError))
 
 
 def train_command() -> None:
@@ -66,11 +67,14 @@ def train_command() -> None:
     stream, adapters published to the store, T iterations."""
     from services.runtime.adapter_store import StoreError
     from services.runtime.entry import run_service
+    from services.runtime.prompt_sets import PromptSetError
     from services.trainer.main import run
     from services.trainer.service import NoPairsError
     from services.trainer.settings import TrainerSettings
 
-    run_service(TrainerSettings, run, fatal=(RuntimeError, NoPairsError, StoreError))
+    run_service(
+        TrainerSettings, run, fatal=(RuntimeError, NoPairsError, StoreError, PromptSetError)
+    )
 
 
 _add_service_commands()

@@ -16,6 +16,7 @@ import time
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from csr_api.v1 import generator_pb2, generator_pb2_grpc
@@ -30,6 +31,12 @@ class AdminServicer(generator_pb2_grpc.GeneratorAdminServicer):
         self.loop, self.swap_timeout = loop, swap_timeout
 
     def LoadAdapter(self, request, context):
+        if isinstance(request, DecodeError):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid LoadAdapterRequest ({request}); strings must be "
+                "valid UTF-8",
+            )
         if not request.path:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -59,6 +66,24 @@ class AdminServicer(generator_pb2_grpc.GeneratorAdminServicer):
             pairs_repeated=loop.repeats,
             prompts_without_pair=loop.no_pairs,
         )
+
+
+_SERVICE = generator_pb2.DESCRIPTOR.services_by_name["GeneratorAdmin"].full_name
+
+
+def _unary(method, request_type) -> grpc.RpcMethodHandler:
+    """A handler whose request fails to parse as a DecodeError value, not an INTERNAL error
+    (the servicer answers INVALID_ARGUMENT)."""
+
+    def parse(data: bytes):
+        try:
+            return request_type.FromString(data)
+        except DecodeError as e:
+            return e
+
+    return grpc.unary_unary_rpc_method_handler(
+        method, request_deserializer=parse, response_serializer=lambda m: m.SerializeToString()
+    )
 
 
 class TokenInterceptor(grpc.ServerInterceptor):
@@ -98,11 +123,20 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[TokenInterceptor(token)] if token else [],
     )
-    generator_pb2_grpc.add_GeneratorAdminServicer_to_server(
-        AdminServicer(loop, swap_timeout), server
+    servicer = AdminServicer(loop, swap_timeout)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                _SERVICE,
+                {
+                    "LoadAdapter": _unary(servicer.LoadAdapter, generator_pb2.LoadAdapterRequest),
+                    "Status": _unary(servicer.Status, generator_pb2.StatusRequest),
+                },
+            ),
+        )
     )
     checks = health.HealthServicer()
-    for name in ("", generator_pb2.DESCRIPTOR.services_by_name["GeneratorAdmin"].full_name):
+    for name in ("", _SERVICE):
         checks.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     bound = server.add_insecure_port(f"{host}:{port}")
