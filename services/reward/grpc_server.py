@@ -77,7 +77,7 @@ class RewardServicer:
                 )
             items = list(request.requests)
             if not items:
-                raise BadRequest("a batch holds 1 or more requests, not 0")
+                raise BadRequest(f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not 0")
             if len(items) > MAX_BATCH_REQUESTS:
                 raise TooLarge(
                     f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not {len(items)}; split it"
