@@ -98,9 +98,11 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
             settings.consumer,
             batch_size=settings.batch_size,
             kv_budget_bytes=budget,
+            max_prompt_tokens=settings.max_prompt_tokens,
         ),
     )
-    server, port = create_server(loop, settings.admin_host, settings.admin_port)
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    server, port = create_server(loop, settings.admin_host, settings.admin_port, token=admin_token)
     server.start()
     http, http_port = serve_health(loop, loop.metrics, settings.admin_host, settings.http_port)
     subscriber = AdapterSubscriber(client, loop.request_adapter).start()

@@ -33,7 +33,13 @@ from csr.search import Relevance, SearchRequest
 from services.generator.adapter_slot import AdapterSlot
 from services.generator.engine import VLMEngine
 from services.generator.observe import GeneratorMetrics
-from services.generator.parts import AdapterSwaps, BatchIntake, KeepAlive, RecordPublisher
+from services.generator.parts import (
+    AdapterSwaps,
+    BatchIntake,
+    KeepAlive,
+    PromptLength,
+    RecordPublisher,
+)
 from services.generator.pipeline import search_prompts
 from services.reward.client import RewardServiceError
 from services.runtime.prompts import PromptStreams, WorkItem
@@ -62,6 +68,7 @@ class GeneratorOptions:
     batch_size: int = 8  # prompts claimed and searched together, at most
     retry_after_s: float = 2.0  # wait between probes while the reward service is down
     kv_budget_bytes: int | None = None  # KV bytes a batch may hold (None: batch_size alone)
+    max_prompt_tokens: int = 0  # a prompt past it fails alone; 0: the model's context
 
 
 class GeneratorLoop:
@@ -73,7 +80,12 @@ class GeneratorLoop:
         self.metrics = GeneratorMetrics()
         self.swaps = AdapterSwaps(parts.slot, self._swap_model)
         self.publisher = RecordPublisher(self.streams, self.metrics)
-        self.intake = BatchIntake(self.streams, Path(options.image_root), self.publisher)
+        length = PromptLength.of(
+            getattr(parts.engine, "model", None),
+            getattr(parts.engine, "processor", None),
+            options.max_prompt_tokens,
+        )
+        self.intake = BatchIntake(self.streams, Path(options.image_root), self.publisher, length)
 
     # -- what it has done, and what serves ----------------------------------------------------
     @property
