@@ -123,12 +123,6 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Bo
     metrics = scorer.metrics
     body_limit = scorer.settings.max_image_bytes * 4 // 3 + 8 * 1024 * 1024
 
-    def authorised(request: Request) -> bool:
-        if not token:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
-
     @app.post(
         "/v1/score",
         response_model=ScoreOut,
@@ -136,42 +130,11 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Bo
         summary="Score sentences against an image (R_I, cosine, truncation).",
     )
     async def score(request: Request) -> Any:
-        started, outcome = time.perf_counter(), "ok"
-        try:
-            if not authorised(request):
-                outcome = "unauthenticated"
-                return _error(
-                    401,
-                    outcome,
-                    "missing or wrong token: send 'Authorization: Bearer <CSR_REWARD_TOKEN>'",
-                )
-            kind = request.headers.get("content-type", "")
-            parse = _parse_multipart if kind.startswith("multipart/") else _parse_json
-            image, sha, sentences = await parse(request)
-            result = await scorer.score(image, sha, sentences)
-            return ScoreOut(
-                image_sha256=result.image_sha256,
-                scores=[
-                    SentenceScoreOut(relevance=s.relevance, cosine=s.cosine, truncated=s.truncated)
-                    for s in result.scores
-                ],
-            )
-        except BadRequest as e:
-            outcome = e.kind
-            return _error(413 if isinstance(e, TooLarge) else 400, e.kind, str(e))
-        except Overloaded as e:
-            outcome = "overloaded"
-            return _error(429, outcome, str(e), **{"Retry-After": "1"})
-        except WorkerStopping as e:
-            outcome = "stopping"
-            return _error(503, outcome, str(e), **{"Retry-After": "1"})
-        except Exception as e:  # a model or server fault: logged here, named to the client
-            outcome = "internal"
-            logger.exception("score failed")
-            return _error(500, outcome, f"the reward worker failed: {e!r}")
-        finally:
-            metrics.requests.labels("http", outcome).inc()
-            metrics.latency.labels("http").observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        response, outcome = await _score(scorer, token, request)
+        metrics.requests.labels("http", outcome).inc()
+        metrics.latency.labels("http").observe(time.perf_counter() - started)
+        return response
 
     @app.get("/healthz", summary="200 when the model is loaded and the worker serves.")
     async def healthz() -> Any:
@@ -189,6 +152,39 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Bo
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return BodyLimit(app, body_limit)
+
+
+def _authorised(request: Request, token: str | None) -> bool:
+    if not token:
+        return True
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+async def _score(scorer: Scorer, token: str | None, request: Request) -> tuple[Any, str]:
+    """(the response, its outcome label): every failure is answered with its status code."""
+    try:
+        if not _authorised(request, token):
+            detail = "missing or wrong token: send 'Authorization: Bearer <CSR_REWARD_TOKEN>'"
+            return _error(401, "unauthenticated", detail), "unauthenticated"
+        kind = request.headers.get("content-type", "")
+        parse = _parse_multipart if kind.startswith("multipart/") else _parse_json
+        image, sha, sentences = await parse(request)
+        result = await scorer.score(image, sha, sentences)
+        scores = [
+            SentenceScoreOut(relevance=s.relevance, cosine=s.cosine, truncated=s.truncated)
+            for s in result.scores
+        ]
+        return ScoreOut(image_sha256=result.image_sha256, scores=scores), "ok"
+    except BadRequest as e:
+        return _error(413 if isinstance(e, TooLarge) else 400, e.kind, str(e)), e.kind
+    except Overloaded as e:
+        return _error(429, "overloaded", str(e), **{"Retry-After": "1"}), "overloaded"
+    except WorkerStopping as e:
+        return _error(503, "stopping", str(e), **{"Retry-After": "1"}), "stopping"
+    except Exception as e:  # a model or server fault: logged here, named to the client
+        logger.exception("score failed")
+        return _error(500, "internal", f"the reward worker failed: {e!r}"), "internal"
 
 
 class BodyLimit:

@@ -34,7 +34,11 @@ class RewardSettings(BaseSettings):
         "one), as open_clip_config.json says for a directory; another checkpoint file needs "
         "true or false.",
     )
-    device: str = Field("auto", description="auto (cuda if available), cpu, or cuda:N.")
+    device: str = Field(
+        "auto",
+        description="cuda or cuda:N (a start where CUDA cannot run stops with the cause), "
+        "cpu, or auto (cuda if usable, else the CPU with a warning).",
+    )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: fp32 on CPU, fp16 autocast on CUDA."
     )

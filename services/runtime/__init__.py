@@ -5,5 +5,7 @@ sets), pairs (reading the pair stream), adapters (the adapter format and its val
 adapter_store (publication on disk), announce (telling generators of a new adapter), vlm
 (model loading, the chat prompt, images), settings (the VLM services' shared settings),
 algorithm (the algorithm file), bounded (depth and size bounds on user documents), lifeline
-(processes that end with their parent), entry, health, docs, embedded_redis, json_rows.
+(processes that end with their parent), devices (checking the device a service asks for),
+plots (the Figure-5 plot trainer and report share), entry, health, docs, embedded_redis,
+json_rows.
 """

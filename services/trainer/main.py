@@ -3,8 +3,9 @@
 Checks the device, builds the Redis streams, adapter store, base-model loader (the base
 model is loaded at the first update and kept) and announcer, queues iteration 1 from a prompt
 set if given, serves /healthz and /metrics, and runs the loop until T iterations are
-published or SIGINT/SIGTERM (an update in progress finishes first; its pairs are acknowledged
-only once its adapter is published).
+published or SIGINT/SIGTERM (an update in progress saves a checkpoint and stops, publishing
+nothing; the next start resumes it with the remaining steps, and its pairs are acknowledged only
+once its adapter is published).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ Every import statement counts, also one inside a function (a lazy import is stil
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,15 @@ def test_importing_the_core_loads_no_heavy_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["services/generator", "services/trainer", "services/runtime", "services/stack", "reports"],
+)
+def test_each_package_docstring_names_its_modules(package):
+    """A package's docstring is its map: every module in it is named there."""
+    init = ROOT / package / "__init__.py"
+    docstring = ast.get_docstring(ast.parse(init.read_text())) or ""
+    modules = sorted(p.stem for p in (ROOT / package).glob("*.py") if p.stem != "__init__")
+    assert [m for m in modules if not re.search(rf"\b{m}\b", docstring)] == []

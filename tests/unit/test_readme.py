@@ -62,6 +62,29 @@ def test_every_module_path_and_file_the_readme_names_exists():
     assert [name for name in named if not _resolves(name)] == []
 
 
+# A backticked source or config file name: it must be written as its path in the repository
+# (a bare `engine.py` says nothing about where it is), unless it is another project's file.
+_FILE_NAME = re.compile(r"`([\w./-]+\.(?:py|proto|yaml|yml|toml))`")
+# Scripts the README runs, in code blocks as in prose.
+_SCRIPT = re.compile(r"(?<![\w./-])((?:bench|examples)/[\w./-]+\.py)")
+OTHER_PROJECTS = {"chair.py", "eval_pope.py"}  # CHAIR's and LLaVA's evaluation scripts
+
+
+def test_every_file_the_readme_names_is_a_path_that_exists():
+    named = set(_FILE_NAME.findall(README)) | set(_SCRIPT.findall(README))
+    assert len(named) > 20
+    in_repo = {n for n in named - OTHER_PROJECTS if not n.startswith("/")}  # not a container's
+    missing = sorted(n for n in in_repo if not (ROOT / n).exists())
+    assert missing == []
+
+
+def test_the_file_check_catches_a_bare_name():
+    text = "`engine.py` does it; run `bench/no_such_bench.py` or bench/gone.py"
+    found = set(_FILE_NAME.findall(text)) | set(_SCRIPT.findall(text))
+    assert found == {"engine.py", "bench/no_such_bench.py", "bench/gone.py"}
+    assert not (ROOT / "engine.py").exists()
+
+
 def test_the_reference_check_catches_what_is_gone():
     assert not _resolves("csr.rewards.no_such_formula")
     assert not _resolves("services/no_such_service/")
