@@ -104,14 +104,16 @@ class _Texts:
     """The prompt, chosen and rejected columns of a record in the export's format."""
 
     def __init__(self, model: Path | None):
-        self.processor = None
+        self.processor, self.lead = None, ""
         if model is not None:
-            from services.runtime.vlm import load_processor
+            from services.runtime.settings import VLMSettings
+            from services.runtime.vlm import load_processor, response_lead
 
-            try:
-                self.processor = load_processor(str(model))
+            try:  # the trainer's defaults: the same image bounds, the same completion lead
+                self.processor = load_processor(VLMSettings(model=str(model)))
             except RuntimeError as e:
                 raise ExportError(f"--model {model}: {e}") from e
+            self.lead = response_lead(self.processor)
 
     @property
     def format(self) -> str:
@@ -123,7 +125,7 @@ class _Texts:
         from csr.training import dpo_example
         from services.runtime.vlm import chat_prompt
 
-        example = dpo_example(record, self.processor.tokenizer.eos_token or "")
+        example = dpo_example(record, self.processor.tokenizer.eos_token or "", self.lead)
         return {
             "prompt": chat_prompt(self.processor, record.prompt),
             "chosen": example.chosen,
