@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from csr.config import CSRConfig
-from services.generator.memory import expansion_kv_bytes, kv_bytes_per_token
+from services.generator.memory import expansion_kv_bytes, kv_bytes_per_token, search_kv_bytes
 from services.generator.settings import GeneratorSettings
 
 GIB = 1024**3
@@ -109,8 +109,19 @@ def clip_parameters() -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def engine_bytes(facts: ModelFacts) -> int:
+    """The most KV bytes the engine holds searching one batch at the defaults (bf16): what
+    the generator's KV budget is filled against (services.generator.memory.search_kv_bytes)."""
+    batch = GeneratorSettings().batch_size
+    return search_kv_bytes(
+        facts.config, torch.bfloat16, [facts.prompt_tokens] * batch, CSRConfig().search
+    )
+
+
 def expansion_bytes(facts: ModelFacts, shared: bool) -> int:
-    """KV bytes of the largest expansion of one generator batch at the defaults (bf16)."""
+    """KV bytes of the largest expansion of one generator batch at the defaults (bf16) if
+    every beam row held its prefix (and, without `shared`, its prompt): what the engine's
+    layout saves."""
     config, batch = CSRConfig(), GeneratorSettings().batch_size
     search = config.search
     rows = (search.keep_top + search.keep_bottom) * search.num_beams
@@ -140,7 +151,7 @@ def rows() -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     for facts in model_facts():
         weights = 2 * facts.parameters
-        copies, shared = expansion_bytes(facts, False), expansion_bytes(facts, True)
+        copies, engine = expansion_bytes(facts, False), engine_bytes(facts)
         per_token = kv_bytes_per_token(facts.config, torch.bfloat16)
         lora = LORA_BYTES_PER_PARAMETER * facts.lora_parameters
         out += [
@@ -155,7 +166,8 @@ def rows() -> list[tuple[str, str, str]]:
                 f"largest expansion, {batch} prompts x "
                 f"{(search.keep_top + search.keep_bottom) * search.num_beams} rows, "
                 f"{search.max_response_tokens - 1 + search.max_new_tokens} tokens each",
-                f"KV {_gib(copies)} with a prompt copy per row, {_gib(shared)} shared",
+                f"KV {_gib(engine)} (the engine: prompt and prefixes held once; "
+                f"{_gib(copies)} if each row held its own copy)",
             ),
             (f"trainer ({facts.name})", "weights, bf16", _gib(weights)),
             (

@@ -40,7 +40,7 @@ from bench import gpu_accounting  # noqa: E402
 from csr.config import CSRConfig, DPOSettings, SearchConfig  # noqa: E402
 from csr.search import Prefix, SearchRequest  # noqa: E402
 from services.generator.engine import VLMEngine  # noqa: E402
-from services.generator.memory import expansion_kv_bytes  # noqa: E402
+from services.generator.memory import engine_expansion_kv_bytes, expansion_kv_bytes  # noqa: E402
 from services.generator.settings import GeneratorSettings  # noqa: E402
 from tests.models import real_kinds  # noqa: E402
 
@@ -236,6 +236,10 @@ def _widest(kind, engine, requests, lengths, args, meter: Meter, table: Table) -
         table.memory(kind, "widest expansion peak above its start", (peak - start))
     table.memory(kind, "widest expansion KV accounted, prompt copied per row", copies)
     table.memory(kind, "widest expansion KV accounted, prompt shared", shared)
+    held = engine_expansion_kv_bytes(
+        config, dtype, lengths, kept, search.num_beams, own, search.max_new_tokens
+    )
+    table.memory(kind, "widest expansion KV accounted, the engine's layout", held)
 
 
 def search_part(kind: str, model, processor, args, meter: Meter, table: Table) -> None:

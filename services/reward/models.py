@@ -62,8 +62,9 @@ def precision_name(device: torch.device, precision: str) -> str:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """None means plain fp32. CPU always runs fp32."""
-    if device.type != "cuda" or precision == "fp32":
+    """None means plain fp32. auto is fp32 on the CPU and fp16 autocast on CUDA; a named
+    precision is autocast on any device (the CPU's autocast runs bf16 and fp16 too)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     return torch.bfloat16 if precision == "bf16" else torch.float16
 

@@ -40,7 +40,9 @@ class RewardSettings(BaseSettings):
         "cpu, or auto (cuda if usable, else the CPU with a warning).",
     )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto: fp32 on CPU, fp16 autocast on CUDA."
+        "auto",
+        description="auto: fp32 on CPU, fp16 autocast on CUDA; fp16 or bf16 autocast on any "
+        "device when named.",
     )
     host: str = Field("0.0.0.0", description="Address both APIs bind.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")

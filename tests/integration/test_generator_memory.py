@@ -36,6 +36,11 @@ class RecordingEngine(VLMEngine):
         super().__init__(*args)
         self.batches: list[list[str]] = []
         self.fail_above = fail_above
+        self.freed_after: list[int] = []  # batches encoded when the cache was last handed back
+
+    def free_memory(self) -> None:
+        self.freed_after.append(len(self.batches))
+        super().free_memory()
 
     def encode_prompts(self, items) -> None:
         items = list(items)
@@ -115,3 +120,16 @@ def test_out_of_memory_halves_the_batch_and_loses_no_prompt(world, tiny_llava):
     assert len(streams.pairs()) + sum(streams.no_pairs().values()) == 4
     assert streams.failed() == [] and streams.pending() == 0
     assert engine.held_kv_bytes() == 0  # nothing of the failed batch is kept
+    assert engine.freed_after == [1, 2, 3]  # the device cache after every batch, the failed too
+
+
+def test_free_memory_hands_the_cuda_cache_back(monkeypatch, tiny_llava):
+    model, processor = tiny_llava
+    engine = VLMEngine(model, processor, SEARCH)
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    engine.free_memory()
+    assert emptied == []  # on the CPU there is no device cache
+    engine.device = torch.device("cuda", 0)  # only what free_memory reads
+    engine.free_memory()
+    assert emptied == [True]

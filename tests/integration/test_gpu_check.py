@@ -26,6 +26,7 @@ VLM_FIGURES = [
     "widest expansion peak memory",
     "widest expansion KV accounted, prompt copied per row",
     "widest expansion KV accounted, prompt shared",
+    "widest expansion KV accounted, the engine's layout",
     "search batch, 2 prompts",
     "search batch pairs",
     "search pairs per minute",
