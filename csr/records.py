@@ -86,6 +86,10 @@ class PreferenceRecord:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RecordError(f"a preference record is not valid JSON: {e}") from e
+        except RecursionError as e:  # a record is flat: deep nesting is never one
+            raise RecordError(
+                "a preference record nests deeper than any record does: not a record"
+            ) from e
         return cls.from_dict(data)
 
 

@@ -14,11 +14,14 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from PIL import Image
+
 from csr.config import CSRConfig
 from csr.records import PreferenceRecord
 from csr.training import is_stale
 from services.runtime.adapter_store import AdapterStore
 from services.runtime.pairs import Delivered, PairConsumer
+from services.runtime.prompt_sets import ImagePathError, image_under_root
 from services.runtime.prompts import PromptStreams
 from services.trainer.observe import TrainerMetrics, plot_update, service_board
 
@@ -65,12 +68,8 @@ class PairIntake:
                 already.append(d.entry_id)
             elif self._stale(d.record, current, iteration):
                 stale.append(d)
-            elif not (self.image_root / d.record.image).is_file():
-                self.pairs.dead_letter(
-                    d.entry_id,
-                    {"record": d.record.to_json()},
-                    f"image {d.record.image} is not under {self.image_root}",
-                )
+            elif (problem := self._image_problem(d.record.image)) is not None:
+                self.pairs.dead_letter(d.entry_id, {"record": d.record.to_json()}, problem)
                 self.metrics.dead.inc()
             else:
                 self.waiting[d.entry_id] = d
@@ -86,6 +85,23 @@ class PairIntake:
             )
             self.pairs.drop_stale(stale)
             self.metrics.stale.inc(len(stale))
+
+    def _image_problem(self, name: str) -> str | None:
+        """Why the pair's image cannot be trained on (None when it can): a path that leaves
+        the image root is refused unread, and a file that is not a readable image is found
+        here, not halfway through an update (which would fail again at every restart)."""
+        try:
+            path = image_under_root(self.image_root, name)
+        except ImagePathError as e:
+            return str(e)
+        if not path.is_file():
+            return f"image {name} is not under {self.image_root}"
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            return f"cannot read image {path}: {e}"
+        return None
 
     def _stale(self, record: PreferenceRecord, current: int, iteration: int) -> bool:
         schedule = self.config.schedule

@@ -191,10 +191,11 @@ def write_many(root: Path, count: int, iteration: int = 1) -> Run:
     return Run(run_dir, images, made)
 
 
-def append_raw(run: Run, fields: dict) -> None:
-    """Append an entry to the run's csr:pairs as it is (a record of another schema, say)."""
+def append_raw(run: Run, fields: dict | str) -> None:
+    """Append an entry to the run's csr:pairs as it is (a record of another schema, say, or
+    text that is no record at all)."""
     server = embedded_redis.start(run.run_dir / "redis.db")
     try:
-        server.xadd(PAIRS, {"record": json.dumps(fields)})
+        server.xadd(PAIRS, {"record": fields if isinstance(fields, str) else json.dumps(fields)})
     finally:
         embedded_redis.stop(server)

@@ -126,6 +126,17 @@ def test_a_record_of_an_unknown_schema_version_is_refused_and_nothing_is_written
     assert _nothing_written(tmp_path, "out")
 
 
+def test_a_record_nested_too_deep_is_refused_by_name_and_nothing_is_written(run, tmp_path):
+    append_raw(run, "[" * 100_000 + "]" * 100_000)
+    for command in ("export", "report"):
+        result = runner.invoke(
+            app, ["pairs", command, str(run.run_dir), "--out", str(tmp_path / command)]
+        )
+        assert result.exit_code == 1, result.output
+        assert "csr:pairs entry" in result.output and "nests deeper" in result.output
+        assert _nothing_written(tmp_path, command)
+
+
 def test_a_folder_that_is_no_export_is_never_replaced(run, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()

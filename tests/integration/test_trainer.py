@@ -212,6 +212,26 @@ def test_malformed_records_land_in_the_dead_letter_stream(world):
     assert world.redis.xpending("csr:pairs", "trainers")["pending"] == 0
 
 
+def test_pairs_whose_image_cannot_be_trained_on_are_dead_lettered_unread(world):
+    """A path that leaves the image root (relative or absolute, even to a real image) and a
+    file that is no image: each dead-lettered with its reason, the good pairs trained."""
+    trainer = world.trainer()
+    world.queue()
+    good = world.answer()
+    (world.images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    outside = world.root / "outside.png"
+    outside.write_bytes((world.images / "0.png").read_bytes())
+    for image in ("../outside.png", str(outside), "corrupt.png"):
+        bad = {**json.loads(good[0].to_json()), "image": image, "pair_id": f"bad-{image}"}
+        world.redis.xadd("csr:pairs", {"record": json.dumps(bad)})
+    assert trainer.run_once(block_ms=1) == "published"
+    reasons = [d["reason"] for d in trainer.pairs.dead_letters()]
+    assert len(reasons) == 3
+    assert sum("leaves the image root" in r for r in reasons) == 2
+    assert any("cannot read image" in r and "corrupt.png" in r for r in reasons)
+    assert trainer.store.manifest(1)["pairs"] == len(good)
+
+
 def test_online_schedule_trains_every_n_pairs_and_drops_stale_ones(world):
     online = replace(CONFIG, schedule=ScheduleConfig("online", online_every=2, max_staleness=0))
     trainer = world.trainer(config=online)

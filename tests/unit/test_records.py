@@ -93,7 +93,7 @@ def test_integers_are_accepted_where_floats_are_expected(record):
     assert PreferenceRecord.from_dict(data).lam == 1.0
 
 
-@pytest.mark.parametrize("text", ["{", "[]", b"\xff\xfe", "null"])
+@pytest.mark.parametrize("text", ["{", "[]", b"\xff\xfe", "null", "[" * 100_000 + "]" * 100_000])
 def test_non_records_are_refused(text):
     with pytest.raises(RecordError):
         PreferenceRecord.from_json(text)
