@@ -303,7 +303,8 @@ def run_experiments(
     and the plot across iterations; returns the runs by variant."""
     from rich.console import Console
 
-    from toyworld.report import console_table, markdown, plot, table_rows
+    from toyworld.report import PROGRESS as PROGRESS_COLUMNS
+    from toyworld.report import console_table, markdown, plot, progress_rows, table_rows
 
     terminal = Console(highlight=False)
     runs: dict[str, list[list[dict]]] = {}
@@ -334,7 +335,10 @@ def run_experiments(
             indent=2,
         )
     )
-    (out / "results.md").write_text(markdown(rows, len(set(seeds)), failed))
+    main = complete.get("csr")
+    progress = progress_rows(main) if main and len(main[0]) > 1 else None
+    text = markdown(rows, len(set(seeds)), failed, progress, plan.eval_scenes)
+    (out / "results.md").write_text(text)
     figure = plot(complete, out / "plots" / "metrics-by-iteration.png")
     terminal.print(
         console_table(
@@ -343,6 +347,8 @@ def run_experiments(
             f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}",
         )
     )
+    if progress:
+        terminal.print(console_table(progress, "csr, seed by seed", PROGRESS_COLUMNS))
     terminal.print(f"results: {out / 'results.md'}, {out / 'results.json'}")
     terminal.print(f"plot:    {figure}")
     return runs

@@ -336,3 +336,28 @@ def test_a_stop_request_mid_update_checkpoints_publishes_nothing_and_resumes(wor
     assert resumed.store.versions() == []
     assert resumed.run_once(block_ms=1) == "published"
     assert steps == [1, 2, 3, 4] and resumed.store.manifest(1)["steps"] == 4
+
+
+def test_the_same_pairs_and_seed_train_the_same_adapter(world, tmp_path):
+    world.queue()
+    examples = [dpo_example(r, "</s>") for r in world.answer()]
+    processor = world.trainer().processor
+
+    def update(out: str):
+        base = base_model()
+        torch.manual_seed(len(out))  # whatever ran before: the update seeds what it draws
+        model = train_update(
+            base,
+            processor,
+            None,
+            examples,
+            lambda p: __import__("PIL.Image").Image.open(world.images / p),
+            CONFIG.dpo,
+            tmp_path / out,
+            seed=5,
+        ).model
+        return {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}
+
+    first, second = update("a"), update("bb")
+    assert first.keys() == second.keys() and first
+    assert all(torch.equal(first[n], second[n]) for n in first)
