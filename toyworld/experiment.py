@@ -49,6 +49,9 @@ VARIANTS: dict[str, dict] = {
     # lambda weighs comparable numbers; with raw scores R_T (<= 1) barely moves R (0-100)
     "rank": {"reward": {"normalization": "rank"}},
     "rank-lambda-1": {"reward": {"normalization": "rank", "lam": 1.0}},
+    "margin-3": {"selection": {"min_margin": 3.0}},
+    "margin-5": {"selection": {"min_margin": 5.0}},
+    "margin-8": {"selection": {"min_margin": 8.0}},
 }
 # The toy world's algorithm settings: the paper's (group beam search 5/5/3.0, lambda 0.9,
 # R_T the product of token probabilities) and the project's path mean, plus settings that
