@@ -182,6 +182,7 @@ class RunResult:
 def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> RunResult:
     """One variant on one seed: `csr up` for T iterations, then every iteration evaluated."""
     from toyworld.build import build_toyworld
+    from toyworld.evaluate import EVALUATOR
 
     algorithm_data = algorithm_settings(variant, seed, plan)
     directory = out / variant / f"seed-{seed}"
@@ -190,12 +191,14 @@ def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> R
     wanted = {
         "variant": variant,
         "seed": seed,
-        "plan": asdict(plan),
+        "plan": {k: v for k, v in asdict(plan).items() if k != "eval_scenes"},
         "algorithm": algorithm_data,
         "models": models.record["sha256"],
     }
+    # another evaluation (scenes, evaluator) evaluates the run's adapters again, not re-runs it
+    evaluated = {**wanted, "eval_scenes": plan.eval_scenes, "evaluator": EVALUATOR}
     done = _read_json(record)
-    if done and {k: done.get(k) for k in wanted} == wanted:
+    if done and {k: done.get(k) for k in evaluated} == evaluated:
         console.print(f"{variant} seed {seed}: already evaluated ({record})")
         return RunResult(variant, seed, done["evaluations"], directory)
     _start_afresh_unless(directory, wanted)
@@ -210,7 +213,7 @@ def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> R
     evaluations += [_evaluate(models.vlm, adapter, plan.eval_scenes) for adapter in adapters]
     for iteration, evaluation in enumerate(evaluations):
         evaluation["iteration"] = iteration
-    record.write_text(json.dumps({**wanted, "evaluations": evaluations}, indent=2))
+    record.write_text(json.dumps({**evaluated, "evaluations": evaluations}, indent=2))
     return RunResult(variant, seed, evaluations, directory)
 
 
@@ -261,12 +264,15 @@ def _all_closed(store, iterations: int) -> bool:
 
 def base_evaluation(out: Path, seed: int, models, count: int) -> dict:
     """The base model's evaluation, once per seed and build (every variant starts from it)."""
+    from toyworld.evaluate import EVALUATOR
+
     path = out / "models" / f"seed-{seed}" / f"base-eval-{count}.json"
+    made = {"models": models.record["sha256"], "evaluator": EVALUATOR}
     cached = _read_json(path)
-    if cached is not None and cached.get("models") == models.record["sha256"]:
+    if cached is not None and {k: cached.get(k) for k in made} == made:
         return cached["evaluation"]
     result = _evaluate(models.vlm, None, count)
-    path.write_text(json.dumps({"models": models.record["sha256"], "evaluation": result}, indent=2))
+    path.write_text(json.dumps({**made, "evaluation": result}, indent=2))
     return result
 
 

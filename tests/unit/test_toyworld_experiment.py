@@ -156,6 +156,45 @@ def test_a_run_resumes_only_with_the_same_settings_and_models(tmp_path):
     assert not (tmp_path / "run").exists() and not (tmp_path / "eval.json").exists()
 
 
+def test_another_evaluation_evaluates_the_adapters_again_without_running_again(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from toyworld import build, experiment
+
+    models = SimpleNamespace(clip=tmp_path / "c", vlm=tmp_path / "v", record={"sha256": {"v": 1}})
+    monkeypatch.setattr(build, "build_toyworld", lambda *a, **k: models)
+    (tmp_path / "models" / "seed-0").mkdir(parents=True)
+    monkeypatch.setattr(experiment, "write_prompt_set", lambda *a, **k: tmp_path / "p.json")
+    evaluated, found = [], []
+
+    def evaluate(vlm, adapter, count):
+        evaluated.append((adapter, count))
+        return {"count": count}
+
+    def run_stack(config_path, iterations, console):
+        run = config_path.parent / "run"
+        found.append((run / "redis.db").exists())  # the pairs and adapters of a run before
+        run.mkdir(exist_ok=True)
+        (run / "redis.db").write_text("pairs")
+        return [run / "adapters" / str(t) for t in range(1, iterations + 1)]
+
+    monkeypatch.setattr(experiment, "_evaluate", evaluate)
+    monkeypatch.setattr(experiment, "run_stack", run_stack)
+    console = SimpleNamespace(print=lambda *a: None)
+    experiment.run_variant(tmp_path, "csr", 0, RunPlan(iterations=1, eval_scenes=10), console)
+    again = experiment.run_variant(
+        tmp_path, "csr", 0, RunPlan(iterations=1, eval_scenes=20), console
+    )
+    assert [count for _, count in evaluated] == [10, 10, 20, 20]  # base and adapter 1, twice
+    assert [e["count"] for e in again.evaluations] == [20, 20]
+    assert found == [False, True]  # the second evaluation found the first's run, kept
+    evaluated.clear()
+    experiment.run_variant(tmp_path, "csr", 0, RunPlan(iterations=1, eval_scenes=20), console)
+    assert evaluated == []  # current: nothing evaluated again
+
+
 def test_agreement_command_names_what_it_cannot_compare(tmp_path):
     from typer.testing import CliRunner
 
