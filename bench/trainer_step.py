@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' toy t
 
 from csr.training import dpo_example
 from services.runtime import embedded_redis
-from services.runtime.vlm import load_rgb
-from services.trainer.dpo import build_dataset, dpo_config, policy_model
+from services.runtime.vlm import load_rgb, response_lead
+from services.trainer.dpo import LazyImages, build_dataset, dpo_config, policy_model
 from tests.integration.trainer_world import CONFIG, base_model, make_world, running_generator
 
 
@@ -36,8 +36,9 @@ def bare_step_seconds(world, records, config) -> float:
     from trl import DPOTrainer
 
     processor = world.trainer().processor
-    examples = [dpo_example(r, processor.tokenizer.eos_token) for r in records]
-    dataset = build_dataset(examples, processor, lambda p: load_rgb(str(world.images / p)))
+    lead = response_lead(processor)
+    examples = [dpo_example(r, processor.tokenizer.eos_token, lead) for r in records]
+    dataset = build_dataset(examples, processor)
     with tempfile.TemporaryDirectory() as out:
         args = dpo_config(config.dpo, Path(out), seed=0, checkpoint_steps=0, device="cpu")
         timer = _TrainTimer()
@@ -46,6 +47,7 @@ def bare_step_seconds(world, records, config) -> float:
             args=args,
             processing_class=processor,
             train_dataset=dataset,
+            data_collator=LazyImages(processor, lambda p: load_rgb(str(world.images / p))),
             callbacks=[timer.callback],
         )
         trainer.train()

@@ -277,7 +277,7 @@ class DPOSettings:
     learning_rate: float = setting(
         1e-7,
         "DPO learning rate: the released script's 1e-7 for LLaVA-1.5-7B. Tiny models "
-        "need far more (the toy world uses 5e-4; 2e-3 collapsed it).",
+        "need far more (the README's toy-world settings give its value).",
     )
     lr_scheduler: str = setting("cosine", "transformers learning-rate schedule name.")
     warmup_ratio: float = setting(0.03, "Share of each update's steps spent warming up.")

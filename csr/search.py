@@ -49,6 +49,7 @@ from typing import Any
 from csr.config import RewardConfig, SearchConfig, SelectionConfig
 from csr.errors import ExpansionError, RelevanceError
 from csr.rewards import aggregate, calibrated_reward, self_score, sentence_merits
+from csr.sentence_end import ends_with_marker
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,7 @@ class _PromptSearch:
     def _finish_reason(self, candidate: Candidate, path: tuple[ScoredSentence, ...]) -> str | None:
         if candidate.ends_response:
             return "end_of_response"
-        if not candidate.text.rstrip().endswith(self.search.sentence_end):
+        if not ends_with_marker(candidate.text, self.search.sentence_end):
             return "unterminated"
         if len(path) >= self.search.max_sentences:
             return "max_sentences"

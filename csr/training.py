@@ -1,7 +1,8 @@
 """The trainer's decisions, free of models, Redis and files.
 
 Owns: adapter version numbers ("base" is 0, then 1, 2, ...), which pairs are too stale to
-train on, how records become DPO examples (the TRL columns, with the end-of-response token),
+train on, how records become DPO examples (the TRL columns, with the response's leading whitespace
+and the end-of-response token),
 and when a schedule trains. The trainer service does the I/O around these.
 """
 
@@ -50,14 +51,21 @@ class DPOExample:
     rejected: str
 
 
-def dpo_example(record: PreferenceRecord, end_of_response: str) -> DPOExample:
-    """The record as a DPO example; each response ends with the end-of-response token, so
-    the update also teaches where a good answer stops (the search ended responses on it)."""
+def dpo_example(record: PreferenceRecord, end_of_response: str, lead: str) -> DPOExample:
+    """The record as a DPO example. Each response starts with `lead` and ends with the
+    end-of-response token, so the update also teaches where a good answer stops (the search
+    ended responses on it).
+
+    TRL tokenizes a completion on its own, apart from the prompt, so its first token must
+    come out as the one the model wrote after the chat prompt: `lead` is the whitespace that
+    does it for this tokenizer and template (services.runtime.vlm.response_lead: " " for a
+    byte-level BPE after a template ending in "ASSISTANT:", "" after one ending in a newline
+    and for a SentencePiece tokenizer, which marks the word boundary itself)."""
     return DPOExample(
         record.prompt,
         record.image,
-        f" {record.chosen.strip()}{end_of_response}",
-        f" {record.rejected.strip()}{end_of_response}",
+        f"{lead}{record.chosen.strip()}{end_of_response}",
+        f"{lead}{record.rejected.strip()}{end_of_response}",
     )
 
 

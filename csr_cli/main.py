@@ -50,6 +50,9 @@ def _add_service_commands() -> None:
     app.command("chair")(chair_command)
     app.command("pope")(pope_command)
     app.command("status")(status_command)
+    from reports.cli import pairs_app
+
+    app.add_typer(pairs_app, name="pairs")
 
 
 def generate_command() -> None:

@@ -104,9 +104,6 @@ def chair_command(
     json_out: JsonOut = None,
 ) -> None:
     """CHAIR_s, CHAIR_i and recall of captions on COCO, with the standard synonym list."""
-    from rich.console import Console
-    from rich.table import Table
-
     from csr.evaluation.coco import coco_chair
     from evaluation.coco_files import EvalFileError, image_files, load_truth, read_captions
 
@@ -129,6 +126,15 @@ def chair_command(
         result = coco_chair(pairs, truth, text_rules)
     except (EvalFileError, ValueError) as e:
         _fail(e)
+    _print_chair(result)
+    if json_out is not None:
+        json_out.write_text(json.dumps(_chair_json(result, pairs), indent=2))
+
+
+def _print_chair(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("captions", "CHAIR_s", "CHAIR_i", "recall", "words", "text rules")
     table.add_row(
         str(result.captions),
@@ -139,24 +145,19 @@ def chair_command(
         result.text_rules.value,
     )
     Console().print(table)
-    if json_out is not None:
-        json_out.write_text(
-            json.dumps(
-                {
-                    "chair_s": result.chair_s,
-                    "chair_i": result.chair_i,
-                    "recall": result.recall,
-                    "mean_words": result.mean_words,
-                    "captions": result.captions,
-                    "text_rules": result.text_rules.value,
-                    "hallucinated": [
-                        {"image_id": i, "objects": list(o)} for i, o in result.hallucinated
-                    ],
-                    "generated": [{"image_id": i, "caption": c} for i, c in pairs],
-                },
-                indent=2,
-            )
-        )
+
+
+def _chair_json(result, pairs: list[tuple[int, str]]) -> dict:
+    return {
+        "chair_s": result.chair_s,
+        "chair_i": result.chair_i,
+        "recall": result.recall,
+        "mean_words": result.mean_words,
+        "captions": result.captions,
+        "text_rules": result.text_rules.value,
+        "hallucinated": [{"image_id": i, "objects": list(o)} for i, o in result.hallucinated],
+        "generated": [{"image_id": i, "caption": c} for i, c in pairs],
+    }
 
 
 def pope_command(
@@ -182,33 +183,44 @@ def pope_command(
     json_out: JsonOut = None,
 ) -> None:
     """POPE accuracy, precision, recall, F1 and yes-ratio, LLaVA's yes/no parsing."""
-    from rich.console import Console
-    from rich.table import Table
+    from evaluation.coco_files import EvalFileError
 
-    from evaluation.coco_files import (
-        EvalFileError,
-        read_pope_answers,
-        read_pope_questions,
-        score_pope,
-    )
-
-    results = {}
     try:
         if bool(answers) == (model is not None) or (answers and len(answers) != len(questions)):
             raise EvalFileError("give one --answers file per --questions file, or --model")
         answerer = _Answerer(model, adapter, images) if model is not None else None
-        stems = [path.stem for path in questions]
-        for n, path in enumerate(questions):
-            asked = read_pope_questions(path)
-            if answerer is not None:
-                replies = answerer([q.image for q in asked], [q.text + suffix for q in asked], 16)
-                given = {q.question_id: r for q, r in zip(asked, replies)}
-            else:
-                given = read_pope_answers(answers[n])
-            name = path.stem if stems.count(path.stem) == 1 else str(path)
-            results[name] = score_pope(asked, given)
+        results = _pope_results(questions, answers, answerer, suffix)
     except (EvalFileError, ValueError) as e:
         _fail(e)
+    _print_pope(results)
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=2))
+
+
+def _pope_results(
+    questions: list[Path], answers: list[Path], answerer: _Answerer | None, suffix: str
+) -> dict[str, dict]:
+    """Each question file's scores, named by its stem (its path where stems repeat)."""
+    from evaluation.coco_files import read_pope_answers, read_pope_questions, score_pope
+
+    results = {}
+    stems = [path.stem for path in questions]
+    for n, path in enumerate(questions):
+        asked = read_pope_questions(path)
+        if answerer is not None:
+            replies = answerer([q.image for q in asked], [q.text + suffix for q in asked], 16)
+            given = {q.question_id: r for q, r in zip(asked, replies)}
+        else:
+            given = read_pope_answers(answers[n])
+        name = path.stem if stems.count(path.stem) == 1 else str(path)
+        results[name] = score_pope(asked, given)
+    return results
+
+
+def _print_pope(results: dict[str, dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("questions", "n", "accuracy", "precision", "recall", "F1", "yes-ratio")
     for name, r in results.items():
         table.add_row(
@@ -217,5 +229,3 @@ def pope_command(
             *(f"{r[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")),
         )
     Console().print(table)
-    if json_out is not None:
-        json_out.write_text(json.dumps(results, indent=2))

@@ -55,6 +55,11 @@ def evaluate(
         "scenes": count,
         "chair": asdict(chair(captions, [s.shapes for s in held_out], VOCABULARY)),
         "examples": captions[:5],
+        # every held-out scene's caption and true shapes (scene i is scenes(seed, count)[i]),
+        # for reports that show the captions of each iteration side by side
+        "held_out_seed": seed,
+        "captions": captions,
+        "truth": [sorted(s.shapes) for s in held_out],
         "pope": {},
     }
     co_occurring = {**{t: [p] for t, p in PAIRS.items()}, **{p: [t] for t, p in PAIRS.items()}}

@@ -24,6 +24,7 @@ all ground-truth objects. Does not read files (evaluation.coco_files does).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -208,13 +209,27 @@ def _merge_phrases(tokens: list[str], phrases: dict[str, str]) -> list[str]:
     return merged
 
 
+# Punctuation that separates words: a two-word name never spans it ("an adult, a giraffe").
+_BREAK = re.compile(r"[.,;:!?()\[\]{}\"“”]+")
+
+
+def _cleaned_tokens(text: str) -> list[str]:
+    """The cleaned rules' words, folded to singular, with a break ("|") wherever punctuation
+    stood, as the original's Treebank tokens keep the punctuation between words."""
+    tokens: list[str] = []
+    for clause in _BREAK.split(text):
+        tokens.extend(singular(w) for w in words(clause))
+        tokens.append("|")
+    return tokens
+
+
 def coco_mentions(text: str, rules: TextRules = TextRules.ORIGINAL) -> list[str]:
     """The COCO categories a text names, in order, repeats kept (CHAIR_i counts them)."""
     if text_rules(rules) is TextRules.ORIGINAL:
         tokens = [pattern_singular(w) for w in original_words(text)]
         names, phrases = _ORIGINAL_NAME_OF, _ORIGINAL_PHRASES
     else:
-        tokens = [singular(w) for w in words(text)]
+        tokens = _cleaned_tokens(text)
         names, phrases = NAME_OF, _CLEANED_PHRASES
     return [names[w] for w in _merge_phrases(tokens, phrases) if w in names]
 

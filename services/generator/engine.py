@@ -24,6 +24,7 @@ from csr.config import SearchConfig
 from csr.search import Candidate, Prefix
 from services.generator.beam import Hypothesis, diverse_beam_search
 from services.generator.sampling import prefix_generator, sample_sentences
+from services.generator.tokens import banned_token_ids, logit_columns, sentence_end_ids
 from services.runtime.vlm import chat_prompt
 
 
@@ -36,15 +37,8 @@ class _PromptCache:
 
 
 def stop_token_ids(tokenizer, marker: str) -> set[int]:
-    """Every token whose text ends with the sentence marker (e.g. '.', ' .', '..')."""
-    ids = set()
-    for token_id in range(len(tokenizer)):
-        text = tokenizer.decode([token_id], skip_special_tokens=True)
-        if text.strip() and text.rstrip().endswith(marker):
-            ids.add(token_id)
-    if not ids:
-        raise ValueError(f"no token of the tokenizer ends with the sentence marker {marker!r}")
-    return ids
+    """Every token whose own text can end a sentence (tokens.sentence_end_ids)."""
+    return sentence_end_ids(tokenizer, marker)
 
 
 class VLMEngine:
@@ -56,8 +50,8 @@ class VLMEngine:
         self.device = next(model.parameters()).device
         self.eos_ids = {self.tokenizer.eos_token_id}
         self.stop_ids = stop_token_ids(self.tokenizer, search.sentence_end) | self.eos_ids
-        banned = set(self.tokenizer.all_special_ids) - self.eos_ids
-        self._banned = torch.tensor(sorted(banned), dtype=torch.long)
+        # special tokens but EOS, and the logit columns past the tokenizer (tokens.py)
+        self._banned = banned_token_ids(self.tokenizer, logit_columns(model), self.eos_ids)
         self._prompts: dict[str, _PromptCache] = {}
         # Qwen2-VL-style models keep the offset between cache length and text position here
         self._rope_holder = next((m for m in model.modules() if hasattr(m, "rope_deltas")), None)

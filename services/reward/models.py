@@ -22,8 +22,11 @@ from services.reward.open_clip_weights import (
     read_openai_checkpoint,
     resolve_weights,
 )
+from services.runtime.devices import DeviceChoice, DeviceUnavailable, choose_device, log_choice
 
 logger = logging.getLogger(__name__)
+
+DEVICE_SETTING = "CSR_REWARD_DEVICE"
 
 
 class ModelLoadError(RuntimeError):
@@ -40,10 +43,22 @@ class ModelInfo:
     device: str
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+class DeviceUnavailableError(ModelLoadError, DeviceUnavailable):
+    """CSR_REWARD_DEVICE names a device this process cannot use; the message says why."""
+
+
+def resolve_device(device: str) -> DeviceChoice:
+    """CSR_REWARD_DEVICE's device (services.runtime.devices): cuda or cuda:N that cannot run
+    here raises DeviceUnavailableError naming the cause; auto falls back to the CPU."""
+    try:
+        return choose_device(device, DEVICE_SETTING)
+    except DeviceUnavailable as e:
+        raise DeviceUnavailableError(str(e)) from e
+
+
+def precision_name(device: torch.device, precision: str) -> str:
+    dtype = autocast_dtype(device, precision)
+    return "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -252,8 +267,11 @@ def load_backend(
     """Load the configured CLIP; fail with ModelLoadError naming the model.
 
     quick_gelu (open_clip only): auto, true or false, as CSR_REWARD_QUICK_GELU."""
-    where = resolve_device(device)
-    logger.info("loading %s CLIP %r on %s", backend, model, where)
+    choice = resolve_device(device)
+    where = choice.device
+    log_choice(
+        choice, f"{backend} CLIP {model!r}", precision_name(where, precision), DEVICE_SETTING
+    )
     if backend == "open_clip":
         return OpenClipBackend(model, pretrained, where, precision, quick_gelu)
     if backend == "hf":

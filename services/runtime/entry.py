@@ -27,10 +27,12 @@ def unknown_settings(settings_class: type[BaseSettings], names: Iterable[str]) -
     strange = sorted(n for n in names if n.startswith(prefix) and n not in known)
     if not strange:
         return ""
-    keys = {name.rpartition(".")[2]: name for name, _, _ in algorithm_fields()}
+    keys: dict[str, list[str]] = {}
+    for name, _, _ in algorithm_fields():
+        keys.setdefault(name.rpartition(".")[2], []).append(name)
     hints = [
-        f"{n} is the algorithm setting {keys[n[len(prefix) :].lower()]}: set it in the "
-        f"algorithm file ({prefix}ALGORITHM)"
+        f"{n} is the algorithm setting {' or '.join(keys[n[len(prefix) :].lower()])}: set it "
+        f"in the algorithm file ({prefix}ALGORITHM)"
         for n in strange
         if n[len(prefix) :].lower() in keys
     ]

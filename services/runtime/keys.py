@@ -13,6 +13,7 @@ PROMPT_GROUP = "generators"  # consumer group of the generator replicas
 LOADED = "csr:prompts:loaded"  # set of "iteration:prompt_id" already queued
 FAILED = "csr:prompts:failed"  # stream of prompts given up on, with the reason
 NO_PAIR = "csr:prompts:no-pair"  # hash: reason -> count
+NO_PAIR_BY_ITERATION = "csr:prompts:no-pair:by-iteration"  # hash: "iteration:reason" -> count
 QUEUED = "csr:iterations:queued"  # hash: iteration -> prompts queued
 SEALED = "csr:iterations:sealed"  # hash: iteration -> 1 once all its prompts are queued
 FINISHED = "csr:iterations:finished"  # hash: iteration -> prompts acknowledged (pair,

@@ -11,6 +11,7 @@ adapter) never yields a second pair for that iteration.
 A prompt that keeps failing (a missing or unreadable image, say) must not circle for ever:
 once delivered more than `max_deliveries` times it is acknowledged as failed, counted as a
 no-pair ("failed"), and recorded with its last error in the failed stream for a person to see.
+No-pairs are counted by reason (NO_PAIR) and by iteration and reason (NO_PAIR_BY_ITERATION).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from services.runtime.keys import (
     FINISHED,
     LOADED,
     NO_PAIR,
+    NO_PAIR_BY_ITERATION,
     PAIRS,
     PROMPT_GROUP,
     PROMPTS,
@@ -55,6 +57,7 @@ end
 redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
 if ARGV[1] == '' then
   redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
+  redis.call('HINCRBY', KEYS[6], ARGV[5] .. ':' .. ARGV[2], 1)
   return 0
 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
@@ -70,6 +73,7 @@ if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
              'reason', ARGV[6])
   redis.call('HINCRBY', KEYS[3], 'failed', 1)
   redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+  redis.call('HINCRBY', KEYS[5], ARGV[4] .. ':failed', 1)
   return 1
 end
 return 0
@@ -247,7 +251,7 @@ class PromptStreams:
         failed stream, atomically. False if it had been acknowledged already."""
         return bool(
             self._fail(
-                keys=[PROMPTS, FAILED, NO_PAIR, FINISHED],
+                keys=[PROMPTS, FAILED, NO_PAIR, FINISHED, NO_PAIR_BY_ITERATION],
                 args=[
                     PROMPT_GROUP,
                     item.entry_id,
@@ -277,7 +281,7 @@ class PromptStreams:
 
         Returns False when this prompt's pair for the iteration had been published already
         (a repeat after a crash, or by a replica that reclaimed a slow batch)."""
-        keys = [PAIRS, DONE, PROMPTS, NO_PAIR, FINISHED]
+        keys = [PAIRS, DONE, PROMPTS, NO_PAIR, FINISHED, NO_PAIR_BY_ITERATION]
         if record is None:
             self._publish(
                 keys=keys,
@@ -324,3 +328,14 @@ class PromptStreams:
         """(prompts finished, prompts queued) over all iterations and replicas."""
         finished = self.redis.scard(DONE) + sum(self.no_pairs().values())
         return int(finished), int(self.redis.scard(LOADED))
+
+
+def no_pairs_by_iteration(client: Any) -> dict[int, dict[str, int]]:
+    """iteration -> reason -> prompts of that iteration that yielded no pair (failed ones
+    included), read without writing. Empty for data written before the counts were kept per
+    iteration (the reason totals, NO_PAIR, have them all)."""
+    counts: dict[int, dict[str, int]] = {}
+    for key, value in client.hgetall(NO_PAIR_BY_ITERATION).items():
+        iteration, _, reason = _str(key).partition(":")
+        counts.setdefault(int(iteration), {})[reason] = int(value)
+    return counts

@@ -11,16 +11,21 @@ but every published adapter would then depend on a chain of merged bases. At the
 update there is no previous adapter: a fresh LoRA (B = 0) makes "ref" equal the base model.
 
 Only the language model's linear layers get LoRA (DPOSettings.target_modules); the vision
-tower and projector stay frozen. Does not know Redis or the adapter store: it gets examples
-and a loader for images, and returns the trained PEFT model and its training log.
+tower and projector stay frozen. One base model serves every update of a process (BaseModel:
+the LoRA layers of an update are taken off again before the next). The dataset holds image
+paths; the images are read as each batch is collated (LazyImages). Does not know Redis or the
+adapter store: it gets examples and a loader for images, and returns the trained PEFT model
+and its training log.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,6 +65,56 @@ class UpdateResult:
     steps: int
 
 
+class BaseModel:
+    """One base model for every update of the process, loaded at the first.
+
+    An update wraps the model in place: PEFT puts LoRA layers ("default", and TRL's frozen
+    copy "ref") into its linear layers, and TRL patches its forward with a fused LM head and
+    hooks its input embeddings. `release` takes all of that off again: the LoRA layers are
+    unloaded unmerged, so the weights are those loaded, and the next update wraps the same
+    model afresh. After a failed update the model is dropped and loaded again when needed.
+    """
+
+    def __init__(self, load: Callable[[], object]):
+        self._load = load
+        self.model: Any = None
+        self.loads = 0  # times the base model was loaded
+        self._trained: Any = None  # the last update's PeftModel, until released
+
+    def get(self):
+        """The base model, bare (the last update's wrapping released)."""
+        self.release()
+        if self.model is None:
+            self.model = self._load()
+            self.loads += 1
+        return self.model
+
+    def hold(self, trained) -> None:
+        """The PeftModel an update made of the base model; released by the next get()."""
+        self._trained = trained
+
+    def release(self) -> None:
+        if self._trained is None:
+            return
+        trained, self._trained = self._trained, None
+        trained.unload()  # the LoRA layers out, unmerged
+        self.model.__dict__.pop("forward", None)  # TRL's fused LM head, set on the instance
+        if getattr(self.model, "_require_grads_hook", None) is not None:
+            self.model.disable_input_require_grads()
+        _free_memory()
+
+    def drop(self) -> None:
+        """Forget the model (after a failed update, which may have left it half wrapped)."""
+        self.model = self._trained = None
+        _free_memory()
+
+
+def _free_memory() -> None:
+    gc.collect()  # the trainer, its optimizer state and the LoRA layers are cycles
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def policy_model(base_model, previous_adapter: str | Path | None, dpo: DPOSettings):
     """The model to train: the previous adapter (trainable) on the base, or a fresh LoRA."""
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -76,14 +131,15 @@ def policy_model(base_model, previous_adapter: str | Path | None, dpo: DPOSettin
     return get_peft_model(base_model, config)
 
 
-def build_dataset(examples: Sequence[DPOExample], processor, load_image: Callable[[str], object]):
-    """TRL's vision preference columns: images, prompt (in the chat template), chosen, rejected."""
+def build_dataset(examples: Sequence[DPOExample], processor):
+    """TRL's vision preference columns: images (their paths, read at collate time by
+    LazyImages), prompt (in the chat template), chosen, rejected."""
     from datasets import Dataset
 
     return Dataset.from_list(
         [
             {
-                "images": [load_image(e.image)],
+                "images": [e.image],
                 "prompt": chat_prompt(processor, e.prompt),
                 "chosen": e.chosen,
                 "rejected": e.rejected,
@@ -91,6 +147,23 @@ def build_dataset(examples: Sequence[DPOExample], processor, load_image: Callabl
             for e in examples
         ]
     )
+
+
+class LazyImages:
+    """TRL's vision preference collator, given each batch's images read from their paths
+    (load_image) as it is collated: the dataset holds paths, never decoded or re-encoded
+    images, so its memory does not grow with the images."""
+
+    def __init__(self, processor, load_image: Callable[[str], object]):
+        from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+        self.collate = DataCollatorForVisionPreference(processor=processor)
+        self.load_image = load_image
+
+    def __call__(self, examples: list[dict]) -> dict:
+        return self.collate(
+            [{**e, "images": [self.load_image(p) for p in e["images"]]} for e in examples]
+        )
 
 
 def dpo_config(
@@ -168,7 +241,8 @@ def train_update(
         model=model,
         args=args,
         processing_class=processor,
-        train_dataset=build_dataset(examples, processor, load_image),
+        train_dataset=build_dataset(examples, processor),
+        data_collator=LazyImages(processor, load_image),
         callbacks=callbacks,
     )
     checkpoint = resume and any(output_dir.glob("checkpoint-*"))

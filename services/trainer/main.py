@@ -1,9 +1,10 @@
 """`csr train`: the trainer, from its settings to a running loop.
 
-Builds the Redis streams, adapter store, base-model loader and announcer, queues iteration 1
-from a prompt set if given, serves /healthz and /metrics, and runs the loop until T
-iterations are published or SIGINT/SIGTERM (an update in progress finishes first; its pairs
-are acknowledged only once its adapter is published).
+Checks the device, builds the Redis streams, adapter store, base-model loader (the base
+model is loaded at the first update and kept) and announcer, queues iteration 1 from a prompt
+set if given, serves /healthz and /metrics, and runs the loop until T iterations are
+published or SIGINT/SIGTERM (an update in progress finishes first; its pairs are acknowledged
+only once its adapter is published).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from services.runtime.health import serve_http
 from services.runtime.pairs import PairConsumer
 from services.runtime.prompt_sets import load_prompt_set
 from services.runtime.prompts import PromptStreams
-from services.runtime.vlm import load_processor, load_vlm
+from services.runtime.vlm import load_model, load_processor, vlm_device
 from services.trainer.dpo import UpdateInterrupted
 from services.trainer.service import TrainerLoop, TrainerOptions, TrainerParts
 from services.trainer.settings import TrainerSettings
@@ -35,18 +36,19 @@ def build(
     settings: TrainerSettings, config: CSRConfig | None = None, stop: threading.Event | None = None
 ) -> TrainerLoop:
     config = config or load_algorithm(settings.algorithm)
+    vlm_device(settings)  # a GPU that cannot run stops the trainer now, not at its first update
     client = redis.Redis.from_url(settings.redis_url)
     prompts = PromptStreams(client)
     if settings.prompt_set:
         added = prompts.enqueue(load_prompt_set(settings.prompt_set, 1))
         logger.info("queued %d new prompts of iteration 1", added)
-    processor = load_processor(settings.model)
+    processor = load_processor(settings)
     targets = [t.strip() for t in settings.generator_admin.split(",") if t.strip()]
     parts = TrainerParts(
         prompts,
         PairConsumer(client, settings.consumer),
         AdapterStore(settings.adapter_store, settings.keep_versions),
-        lambda: load_vlm(settings)[0].train(),  # noqa: PLW0108 (loaded when an update is due)
+        lambda: load_model(settings).train(),  # once, at the first update
         processor,
         make_announcer(client, targets),
     )

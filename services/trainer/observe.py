@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from transformers import TrainerCallback
 
 from csr.records import PreferenceRecord
+from services.runtime.plots import draw_relevance, pyplot
 
 # TRL's log keys -> gauge names
 _LOGGED = {
@@ -84,31 +85,16 @@ def service_board(logging_dir: str | Path):
     return SummaryWriter(log_dir=str(Path(logging_dir) / "service"))
 
 
-def _mean_relevance(sentences) -> float:
-    # The scored end of a response (text "", RewardConfig.end_relevance) is no sentence of
-    # the response: its R_I is a setting, not CLIP's view of the image.
-    values = [s.r_i for s in sentences if s.text.strip()]
-    return sum(values) / len(values) if values else 0.0
-
-
 def plot_update(
     records: Sequence[PreferenceRecord], log: Sequence[dict], path: str | Path, title: str
 ) -> Path:
     """One PNG: the chosen and rejected responses' mean R_I (Figure 5), the calibrated
     reward margin of each pair, and DPO's reward margin over the update's steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    chosen = [_mean_relevance(r.chosen_sentences) for r in records]
-    rejected = [_mean_relevance(r.rejected_sentences) for r in records]
+    plt = pyplot()
     margins = [r.chosen_reward - r.rejected_reward for r in records]
     steps = [(e["step"], e["rewards/margins"]) for e in log if "rewards/margins" in e]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].hist([chosen, rejected], bins=20, label=["chosen", "rejected"], alpha=0.8)
-    axes[0].set(title="mean R_I per response", xlabel="R_I", ylabel="responses")
-    axes[0].legend()
+    draw_relevance(axes[0], records)
     axes[1].hist(margins, bins=20, color="tab:green")
     axes[1].set(title="calibrated reward margin (chosen - rejected)", xlabel="R", ylabel="pairs")
     if steps:

@@ -28,8 +28,8 @@ from csr.training import dpo_example, iteration_complete, online_batches
 from services.runtime.adapter_store import AdapterStore
 from services.runtime.pairs import Delivered, PairConsumer
 from services.runtime.prompts import PromptStreams
-from services.runtime.vlm import load_rgb
-from services.trainer.dpo import UpdateResult, save_adapter, train_update
+from services.runtime.vlm import load_rgb, response_lead
+from services.trainer.dpo import BaseModel, UpdateResult, save_adapter, train_update
 from services.trainer.observe import PrometheusCallback, TrainerMetrics
 from services.trainer.parts import IterationQueue, PairIntake, UpdateRecorder, UpdateWorkspace
 
@@ -48,8 +48,9 @@ def _nobody(path: str, version: str) -> None:
 
 @dataclass
 class TrainerParts:
-    """What the loop works with: the two streams, the adapter store, the base model (a loader
-    and its processor) and how a published adapter is announced."""
+    """What the loop works with: the two streams, the adapter store, the base model (a loader,
+    called once, at the first update, and its processor) and how a published adapter is
+    announced."""
 
     prompts: PromptStreams
     pairs: PairConsumer
@@ -63,8 +64,9 @@ class TrainerParts:
 class TrainerOptions:
     """Where the trainer works and what it keeps.
 
-    keep_last_model: keep the last trained model in `last_result` (tests look at it; a
-    service must not hold it while the next update loads a fresh base).
+    keep_last_model: keep the last trained model (the PeftModel on the shared base) in
+    `last_result` until the next update (tests look at it); otherwise its LoRA layers come
+    off the base as soon as its adapter is published.
     """
 
     image_root: Path
@@ -78,7 +80,8 @@ class TrainerOptions:
 class TrainerLoop:
     def __init__(self, parts: TrainerParts, config: CSRConfig, options: TrainerOptions, stop=None):
         self.prompts, self.pairs, self.store = parts.prompts, parts.pairs, parts.store
-        self.load_base, self.processor = parts.load_base, parts.processor
+        self.base, self.processor = BaseModel(parts.load_base), parts.processor
+        self.lead = response_lead(self.processor)  # before each DPO completion
         self.announce, self.config, self.options = parts.announce, config, options
         self.stop = stop  # a threading.Event: an update in progress checkpoints and ends
         self.metrics = TrainerMetrics()
@@ -157,14 +160,23 @@ class TrainerLoop:
             iteration,
             " (resuming from a checkpoint)" if resume else "",
         )
+        try:
+            result = self._train_on(self.base.get(), batch, version, out, resume)
+        except BaseException:
+            self.base.drop()  # the failed update may have left it wrapped
+            raise
+        self.base.hold(result.model)  # the next update takes its LoRA layers off the base
+        return result
+
+    def _train_on(self, base, batch, version: int, out: Path, resume: bool) -> UpdateResult:
         previous = version - 1
         eos = self.processor.tokenizer.eos_token or ""
         options = self.options
         return train_update(
-            self.load_base(),
+            base,
             self.processor,
             self.store.path(previous) if previous else None,
-            [dpo_example(d.record, eos) for d in batch],
+            [dpo_example(d.record, eos, self.lead) for d in batch],
             lambda p: load_rgb(str(options.image_root / p)),
             self.config.dpo,
             out,
@@ -209,6 +221,7 @@ class TrainerLoop:
         self.workspace.clear(version)
         self.updates += 1
         if not self.options.keep_last_model:
+            self.base.release()
             result.model = None
         self.last_result = result
         self.recorder.published(version, len(records), self.pairs.stale_count())

@@ -76,6 +76,11 @@ def test_eval_scores_a_model_and_an_adapter_on_held_out_scenes(built, tmp_path):
     assert 0 <= base["chair"]["chair_s"] <= 1 and 0 <= base["chair"]["recall"] <= 1
     assert set(base["pope"]) == {"random", "popular", "adversarial"}
     assert all(p["questions"] >= 12 for p in base["pope"].values())
+    # every caption is kept with its scene's shapes (the run report shows them side by side)
+    from toyworld.world import scenes
+
+    assert len(base["captions"]) == 12 and base["captions"][:5] == base["examples"]
+    assert base["truth"] == [sorted(s.shapes) for s in scenes(base["held_out_seed"], 12)]
     model, _ = load_model(built.vlm)
     noisy = get_peft_model(
         model,

@@ -40,7 +40,7 @@ def test_lora_update_changes_adapter_weights_and_leaves_base_untouched(world, tm
         base,
         world.trainer().processor,
         None,
-        [dpo_example(r, "</s>") for r in records],
+        [dpo_example(r, "</s>", " ") for r in records],
         lambda p: __import__("PIL.Image").Image.open(world.images / p),
         CONFIG.dpo,
         tmp_path / "out",
@@ -106,7 +106,7 @@ def test_the_reference_is_the_previous_iterations_model(world):
                 trainer.processor,
                 Image.open(world.images / r.image).convert("RGB"),
                 r.prompt,
-                dpo_example(r, eos).chosen,
+                dpo_example(r, eos, trainer.lead).chosen,
             )
             for r in records
         ) / len(records)
@@ -338,9 +338,76 @@ def test_a_stop_request_mid_update_checkpoints_publishes_nothing_and_resumes(wor
     assert steps == [1, 2, 3, 4] and resumed.store.manifest(1)["steps"] == 4
 
 
+def test_one_base_model_serves_every_update_as_a_fresh_process_would(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from services.runtime.vlm import load_rgb
+    from services.trainer.dpo import save_adapter
+
+    loaded = []
+    trainer = world.trainer(load_base=lambda: loaded.append(base_model()) or loaded[-1])
+    world.queue()
+    run_iteration(trainer, world, 1)
+    records = {r.pair_id: r for r in world.answer()}  # iteration 2, on adapter 1
+    assert trainer.run_once(block_ms=1) == "published" and trainer.store.versions() == [1, 2]
+    assert len(loaded) == 1 and trainer.base.model is loaded[0]  # loaded once, for both
+    base = loaded[0]
+    assert "forward" not in base.__dict__  # TRL's patch is off again...
+    assert not any("lora" in name for name, _ in base.named_modules())  # ...and every LoRA layer
+    untouched = base_model().state_dict()
+    assert all(torch.equal(w, untouched[n]) for n, w in base.state_dict().items())
+    # Update 2 as a fresh process makes it: a new base, adapter 1, the same pairs and seed.
+    batch = [records[i] for i in trainer.store.manifest(2)["pair_ids"]]
+    eos = trainer.processor.tokenizer.eos_token
+    fresh = train_update(
+        base_model(),
+        trainer.processor,
+        trainer.store.path(1),
+        [dpo_example(r, eos, trainer.lead) for r in batch],
+        lambda p: load_rgb(str(world.images / p)),
+        CONFIG.dpo,
+        tmp_path / "fresh",
+        seed=CONFIG.dpo.seed + 2,
+    )
+    save_adapter(fresh.model, tmp_path / "fresh-adapter")
+    reused = load_file(str(trainer.store.path(2) / "adapter_model.safetensors"))
+    alone = load_file(str(tmp_path / "fresh-adapter" / "adapter_model.safetensors"))
+    assert reused.keys() == alone.keys() and reused
+    for name in reused:
+        assert torch.allclose(reused[name], alone[name], atol=1e-6), name
+    first = load_file(str(trainer.store.path(1) / "adapter_model.safetensors"))
+    assert any(not torch.equal(reused[n], first[n]) for n in reused)  # update 2 did train
+
+
+def test_the_dataset_holds_image_paths_read_at_collate_time(world):
+    from services.runtime.vlm import load_rgb
+    from services.trainer.dpo import LazyImages, build_dataset
+
+    world.queue()
+    records = world.answer()
+    processor = world.trainer().processor
+    examples = [dpo_example(r, "</s>", " ") for r in records]
+    dataset = build_dataset(examples, processor)
+    assert dataset.features["images"].feature.dtype == "string"  # paths, no image bytes
+    assert dataset[0]["images"] == [records[0].image]
+    read = []
+
+    def load(path):
+        read.append(path)
+        return load_rgb(str(world.images / path))
+
+    batch = LazyImages(processor, load)([dataset[0], dataset[1]])
+    assert read == [records[0].image, records[1].image]
+    expected = processor.image_processor(
+        images=[load_rgb(str(world.images / r.image)) for r in records[:2]] * 2,
+        return_tensors="pt",
+    )["pixel_values"]
+    assert torch.equal(batch["pixel_values"], expected)  # chosen and rejected rows: each image
+
+
 def test_the_same_pairs_and_seed_train_the_same_adapter(world, tmp_path):
     world.queue()
-    examples = [dpo_example(r, "</s>") for r in world.answer()]
+    examples = [dpo_example(r, "</s>", " ") for r in world.answer()]
     processor = world.trainer().processor
 
     def update(out: str):

@@ -78,7 +78,7 @@ class World:
             self.prompts,
             PairConsumer(self.redis, consumer),
             AdapterStore(self.root / "adapters", keep=5),
-            base_model,
+            kwargs.pop("load_base", base_model),
             processor,
             *([announce] if announce else []),
         )

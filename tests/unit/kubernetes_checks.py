@@ -146,6 +146,12 @@ def security_problems(docs: list[dict]) -> list[str]:
             problems.append(f"{name}: the root filesystem is writable")
         if "ALL" not in context.get("capabilities", {}).get("drop", []):
             problems.append(f"{name}: keeps Linux capabilities")
+        profile = {
+            **pod_specs(docs)[name].get("securityContext", {}),
+            **context,
+        }.get("seccompProfile", {})
+        if profile.get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: runs without a seccomp profile")
     for name, pod, c, cls in csr_containers(docs):
         if pod.get("securityContext", {}).get("runAsUser") != uid:
             problems.append(f"{name}: runs as a user other than the image's {user} ({uid})")
@@ -160,14 +166,18 @@ def security_problems(docs: list[dict]) -> list[str]:
 
 
 def secret_problems(docs: list[dict]) -> list[str]:
-    """The reward token and the Redis password come from Secrets, never from a literal."""
+    """The reward token and the Redis password come from Secrets, never from a literal; the
+    reward workers require the token and the generators send it."""
     problems = []
+    required = {"csr-reward": "CSR_REWARD_TOKEN", "csr-generator": "CSR_GENERATOR_REWARD_TOKEN"}
     for name, _, c in containers(docs):
         from_secret = {
             v["name"] for v in c.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})
         }
+        if name in required and required[name] not in from_secret:
+            problems.append(f"{name}: {required[name]} is not set from a Secret")
         for var in c.get("env", []):
-            if var["name"].endswith("TOKEN") and var["name"] not in from_secret:
+            if var["name"].endswith(("TOKEN", "PASSWORD")) and var["name"] not in from_secret:
                 problems.append(f"{name}: {var['name']} is not read from a Secret")
             if var["name"].endswith("REDIS_URL"):
                 password = re.match(r"redis://:([^@]*)@", var.get("value", ""))
@@ -178,8 +188,19 @@ def secret_problems(docs: list[dict]) -> list[str]:
 
 
 def gpu_problems(docs: list[dict]) -> list[str]:
-    """One nvidia.com/gpu for each generator and trainer pod; none for the others."""
+    """One nvidia.com/gpu for each generator and trainer pod; none for the others. A service
+    with a GPU runs on cuda (stopping if it cannot), one without on the CPU, never on auto."""
     problems = []
+    for name, _, c, cls in csr_containers(docs):
+        if cls is None:
+            continue
+        has_gpu = str(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", "0")) != "0"
+        variable = f"{cls.model_config['env_prefix']}DEVICE"
+        device = environment(docs, c).get(variable)
+        if device is None or not re.fullmatch("cuda(:[0-9]+)?" if has_gpu else "cpu", device):
+            said = "unset" if device is None else repr(device)
+            where = "with" if has_gpu else "without"
+            problems.append(f"{name}: {variable} is {said} {where} a GPU")
     for name, pod, c in containers(docs):
         wants = tuple(c.get("command", [])) in (("csr", "generate"), ("csr", "train"))
         resources = c.get("resources", {})
@@ -194,8 +215,9 @@ def gpu_problems(docs: list[dict]) -> list[str]:
 
 
 def probe_problems(docs: list[dict], status) -> list[str]:
-    """Every HTTP probe targets a declared port that is the service's HTTP port, and its path
-    answers 200 there (`status(settings class, path)` asks the service's own HTTP code)."""
+    """Every service has a readiness and a liveness probe; every HTTP probe targets a declared
+    port that is the service's HTTP port, and its path answers 200 there (`status(settings
+    class, path)` asks the service's own HTTP code)."""
     problems = []
     for name, _, c, cls in csr_containers(docs):
         ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
@@ -204,6 +226,8 @@ def probe_problems(docs: list[dict], status) -> list[str]:
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = c.get(kind, {}).get("httpGet")
             if probe is None:
+                if kind != "startupProbe":
+                    problems.append(f"{name}: has no HTTP {kind}")
                 continue
             port = ports.get(probe["port"], probe["port"])
             if port not in ports.values() or port != http_port:
@@ -341,6 +365,7 @@ def redis_problems(docs: list[dict]) -> list[str]:
         "--requirepass" not in argv
         or argv[argv.index("--requirepass") + 1] != "$(REDIS_PASSWORD)"
         or "--appendonly" not in argv
+        or argv[argv.index("--appendonly") + 1 :][:1] != ["yes"]
     ):
         problems.append("Redis does not require the Secret's password with append-only files")
     data = mount_of(redis["spec"]["template"]["spec"], c, "/data")

@@ -70,8 +70,19 @@ def test_the_readme_table_is_current():
 
 
 def test_deployment_settings_carry_no_algorithm_setting():
+    from services.generator.settings import GeneratorSettings
+
     algorithm_names = {name.rpartition(".")[2] for name, _, _ in algorithm_fields()}
     assert not algorithm_names & set(TrainerSettings.model_fields) - {"algorithm"}
+    # a generator's batch is how many prompts it searches together: deployment, not dpo's
+    assert not algorithm_names & set(GeneratorSettings.model_fields) - {"algorithm", "batch_size"}
+
+
+def test_a_name_two_sections_share_is_pointed_to_both():
+    from services.generator.settings import GeneratorSettings
+
+    message = unknown_settings(GeneratorSettings, ["CSR_GENERATOR_SEED"])
+    assert "CSR_GENERATOR_SEED is the algorithm setting search.seed or dpo.seed" in message
 
 
 def test_an_algorithm_setting_given_as_a_variable_is_pointed_to_the_file():

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from csr.evaluation.chair_text import TextRules, original_words, pattern_singular, text_rules
@@ -251,7 +251,20 @@ _SAME = sorted(
 _SEPARATORS = [" ", " ", " ", ", ", ". ", "! ", "? ", "; "]
 
 
+def test_no_two_word_name_spans_punctuation_in_either_rule_set():
+    # "adult giraffe" is one giraffe; "adult, giraffe" names a person and a giraffe
+    for rules in (ORIGINAL, CLEANED):
+        assert coco_mentions("An adult giraffe.", rules) == ["giraffe"]
+        assert coco_mentions("An adult, giraffes and a zebra.", rules) == [
+            "person",
+            "giraffe",
+            "zebra",
+        ]
+        assert coco_mentions("A hot. Dog.", rules) == ["dog"]
+
+
 @settings(max_examples=300, deadline=None)
+@example([("adult", ", "), ("giraffe", " ")], False)
 @given(
     st.lists(
         st.tuples(st.sampled_from(_SAME), st.sampled_from(_SEPARATORS)), min_size=1, max_size=25

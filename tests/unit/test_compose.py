@@ -118,6 +118,37 @@ def test_every_gpu_service_names_its_devices_from_env():
         assert all(v in ENV_EXAMPLE for v in device_variables(name)), name
 
 
+def test_every_gpu_service_runs_on_cuda_and_never_falls_back_to_the_cpu():
+    devices = {}
+    for name in GPU_SERVICES:
+        [key] = [k for k in SERVICES[name]["environment"] if k.endswith("_DEVICE")]
+        value = SERVICES[name]["environment"][key]
+        default = re.fullmatch(r"\$\{([A-Z_]+):-([^}]*)\}", value)
+        devices[name] = (default[2], ENV_EXAMPLE[default[1]]) if default else (value,)
+    assert all(set(d) == {"cuda"} for d in devices.values()), devices
+
+
+def test_generators_and_the_trainer_see_the_same_image_tokens():
+    bounds = {
+        name: {
+            k.removeprefix("CSR_GENERATOR_").removeprefix("CSR_TRAINER_"): v
+            for k, v in SERVICES[name]["environment"].items()
+            if k.endswith("_PIXELS")
+        }
+        for name in [*GENERATORS, "trainer"]
+    }
+    from services.runtime.settings import VLMSettings
+
+    defaults = VLMSettings()
+    assert bounds["trainer"] == {
+        "MIN_PIXELS": f"${{CSR_VLM_MIN_PIXELS:-{defaults.min_pixels}}}",
+        "MAX_PIXELS": f"${{CSR_VLM_MAX_PIXELS:-{defaults.max_pixels}}}",
+    }
+    assert all(b == bounds["trainer"] for b in bounds.values()), bounds
+    assert ENV_EXAMPLE["CSR_VLM_MIN_PIXELS"] == str(defaults.min_pixels)
+    assert ENV_EXAMPLE["CSR_VLM_MAX_PIXELS"] == str(defaults.max_pixels)
+
+
 def test_generators_and_the_trainer_get_different_gpus_by_default():
     assigned = {
         name: [ENV_EXAMPLE[v] for v in device_variables(name)] for name in [*GENERATORS, "trainer"]

@@ -327,6 +327,20 @@ BREAKAGES = {
         lambda d: container(d, "csr-trainer")["resources"]["limits"].update({"nvidia.com/gpu": 2}),
         "csr-trainer: asks for 2 GPUs",
     ),
+    "a GPU service that may fall back to the CPU": (
+        lambda d: env(d, "csr-trainer", "CSR_TRAINER_DEVICE").update(value="auto"),
+        "csr-trainer: CSR_TRAINER_DEVICE is 'auto' with a GPU",
+    ),
+    "a generator without a device setting": (
+        lambda d: container(d, "csr-generator")["env"].remove(
+            env(d, "csr-generator", "CSR_GENERATOR_DEVICE")
+        ),
+        "csr-generator: CSR_GENERATOR_DEVICE is unset with a GPU",
+    ),
+    "a reward worker on cuda without a GPU": (
+        lambda d: env(d, "csr-reward", "CSR_REWARD_DEVICE").update(value="cuda"),
+        "csr-reward: CSR_REWARD_DEVICE is 'cuda' without a GPU",
+    ),
     "a reward target that reaches one worker": (
         lambda d: env(d, "csr-generator", "CSR_GENERATOR_REWARD_TARGET").update(
             value="csr-reward:50051"
@@ -376,6 +390,45 @@ BREAKAGES = {
     "Redis without persistence": (
         lambda d: container(d, "csr-redis")["args"].remove("--appendonly"),
         "append-only",
+    ),
+    "Redis with append-only files turned off": (
+        lambda d: container(d, "csr-redis").update(
+            args=["no" if a == "yes" else a for a in container(d, "csr-redis")["args"]]
+        ),
+        "append-only",
+    ),
+    "reward workers without probes": (
+        lambda d: [
+            container(d, "csr-reward").pop(kind)
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+        ],
+        "csr-reward: has no HTTP readinessProbe",
+    ),
+    "a literal Redis password": (
+        lambda d: plain(env(d, "csr-redis", "REDIS_PASSWORD"), "hunter2"),
+        "csr-redis: REDIS_PASSWORD is not read from a Secret",
+    ),
+    "reward workers without their token": (
+        lambda d: container(d, "csr-reward")["env"].remove(
+            env(d, "csr-reward", "CSR_REWARD_TOKEN")
+        ),
+        "csr-reward: CSR_REWARD_TOKEN is not set from a Secret",
+    ),
+    "generators that do not send the token": (
+        lambda d: container(d, "csr-generator")["env"].remove(
+            env(d, "csr-generator", "CSR_GENERATOR_REWARD_TOKEN")
+        ),
+        "csr-generator: CSR_GENERATOR_REWARD_TOKEN is not set from a Secret",
+    ),
+    "no seccomp profile": (
+        lambda d: [
+            (
+                pod(d, w).get("securityContext", {}).pop("seccompProfile", None),
+                container(d, w).get("securityContext", {}).pop("seccompProfile", None),
+            )
+            for w in ("csr-trainer",)
+        ],
+        "csr-trainer: runs without a seccomp profile",
     ),
 }
 

@@ -9,7 +9,7 @@ the packages are layered so that it can be read from the layout:
     services.reward / services.generator / services.trainer
                      the services: the core, the runtime, the stubs; never each other (the
                      generator may use the reward service's client, its public contract)
-    services.stack, toyworld, evaluation, csr_cli
+    services.stack, toyworld, evaluation, reports, csr_cli
                      tools on top
     tests, bench     never imported by library code
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-LIBRARY = ("csr", "csr_cli", "services", "toyworld", "evaluation")
-PROJECT = (*LIBRARY, "csr_api", "tests", "bench")
+LIBRARY = ("csr", "csr_cli", "services", "toyworld", "evaluation", "reports")
+PROJECT = (*LIBRARY, "csr_api", "tests", "bench", "examples")
 HEAVY = (
     "grpc",
     "redis",
@@ -43,10 +43,20 @@ HEAVY = (
     "socket",
     "sqlite3",
     "urllib.request",
+    "urllib3",
+    "http",
+    "aiohttp",
     "yaml",
+    "PIL",
+    "pycocotools",
+    "safetensors",
+    "datasets",
 )
+# The file system: the core takes data, never paths. The standard library loads some of these
+# on its own, so only the static walk checks them.
+FILE_SYSTEM = ("os", "pathlib", "shutil", "tempfile", "glob", "io")
 SERVICES = ("services.reward", "services.generator", "services.trainer")
-TOOLS = ("services.stack", "toyworld", "evaluation", "csr_cli")
+TOOLS = ("services.stack", "toyworld", "evaluation", "reports", "csr_cli")
 # (importer prefix, imported prefix) pairs that are allowed although a rule below forbids them
 ALLOWED = {("services.generator", "services.reward.client")}
 
@@ -87,7 +97,9 @@ def import_graph(root: Path) -> dict[str, set[str]]:
         for path in sorted((root / top).rglob("*.py")) if (root / top).is_dir() else ():
             module = module_name(path, root)
             named = imports_of(path, module)
-            graph[module] = {n for n in named if any(_within(n, p) for p in (*PROJECT, *HEAVY))}
+            graph[module] = {
+                n for n in named if any(_within(n, p) for p in (*PROJECT, *HEAVY, *FILE_SYSTEM))
+            }
     return graph
 
 
@@ -101,10 +113,14 @@ def rule_violations(importer: str, imported: str) -> list[str]:
             broken.append("the core imports the project outside csr")
         if any(_within(imported, h) for h in HEAVY):
             broken.append("the core imports a transport, storage or model library")
+        if any(_within(imported, f) for f in FILE_SYSTEM):
+            broken.append("the core imports file-system code")
     if any(_within(importer, p) for p in LIBRARY) and (
         _within(imported, "tests") or _within(imported, "bench")
     ):
         broken.append("library code imports test or benchmark code")
+    if any(_within(importer, p) for p in LIBRARY) and _within(imported, "examples"):
+        broken.append("library code imports an example script")
     if _within(importer, "services.runtime") and any(
         _within(imported, p) for p in (*SERVICES, *TOOLS)
     ):
@@ -133,6 +149,7 @@ def test_the_project_keeps_its_layers():
         "services.generator.engine",
         "services.trainer.service",
         "csr_cli.main",
+        "reports.html",
     } <= set(graph)  # the walk saw them
     assert violations(graph) == []
 
@@ -150,6 +167,14 @@ def test_the_project_keeps_its_layers():
         ("services.trainer.service", "toyworld.world"),
         ("toyworld.build", "tests.models.llava"),
         ("services.stack.up", "bench.trainer_step"),
+        ("csr.records", "pathlib"),
+        ("csr.evaluation.coco", "pycocotools"),
+        ("csr.search", "http.client"),
+        ("csr_cli.main", "examples.chair_text_rules"),
+        ("services.trainer.observe", "reports.html"),
+        ("services.runtime.plots", "reports.source"),
+        ("reports.export", "tests.integration.pairs_runs"),
+        ("csr.pairs_view", "redis"),
     ],
 )
 def test_each_forbidden_edge_is_caught(importer, imported):
@@ -164,6 +189,9 @@ def test_each_forbidden_edge_is_caught(importer, imported):
         ("services.trainer.service", "services.runtime.adapter_store"),
         ("toyworld.experiment", "services.stack.up"),
         ("tests.integration.test_trainer", "services.trainer.dpo"),
+        ("reports.source", "services.runtime.embedded_redis"),
+        ("reports.evaluation", "toyworld.report"),
+        ("services.trainer.observe", "services.runtime.plots"),
     ],
 )
 def test_allowed_edges_pass(importer, imported):

@@ -1,9 +1,10 @@
-"""The trainer's Figure-5 statistic: a response's mean R_I over its own sentences."""
+"""The Figure-5 statistic of the trainer's plots and the run reports: a response's mean R_I
+over its own sentences."""
 
 import pytest
 
+from csr.pairs_view import response_relevance
 from csr.records import SentenceRecord
-from services.trainer.observe import _mean_relevance
 
 
 def test_mean_relevance_leaves_out_the_scored_end_of_the_response():
@@ -12,5 +13,5 @@ def test_mean_relevance_leaves_out_the_scored_end_of_the_response():
         SentenceRecord("There is a cross.", 0.2, 20.0, 18.02, 18.02),
         SentenceRecord("", 0.9, 80.0, 72.09, 72.09),
     ]  # end_relevance 80
-    assert _mean_relevance(sentences) == pytest.approx(35.0)  # (50 + 20) / 2, not 150 / 3
-    assert _mean_relevance(sentences[2:]) == 0.0
+    assert response_relevance(sentences) == pytest.approx(35.0)  # (50 + 20) / 2, not 150 / 3
+    assert response_relevance(sentences[2:]) == 0.0

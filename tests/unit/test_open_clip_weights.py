@@ -131,3 +131,15 @@ def test_an_openai_file_is_loaded_as_written(tiny_weights, caplog):
     written = torch.load(tiny_weights / "openai.pt", weights_only=True)
     loaded = backend.model.state_dict()
     assert all(torch.equal(loaded[k], written[k]) for k in written if k not in ARCHIVE_ENTRIES)
+
+
+def test_the_openai_tag_builds_vit_l_14_336_with_quick_gelu():
+    """The default configuration's network itself, as the tag's arguments build it (on the
+    meta device: the structure without weights, and the tag's file is never read)."""
+    arguments = create_arguments(resolve_weights("ViT-L-14-336", "openai", "auto"))
+    with torch.device("meta"):
+        quick = open_clip.create_model("ViT-L-14-336", pretrained=None, device="meta", **arguments)
+        plain = open_clip.create_model("ViT-L-14-336", pretrained=None, device="meta")
+    for model, expected in ((quick, "QuickGELU"), (plain, "GELU")):
+        found = {type(m).__name__ for n, m in model.named_modules() if n.endswith("mlp.gelu")}
+        assert found == {expected}

@@ -33,8 +33,8 @@ def test_readme_shows_the_two_commands():
 
 # A backticked name in the README that starts like the project's packages or folders.
 _PROJECT_NAME = re.compile(
-    r"`((?:csr|csr_cli|csr_api|services|toyworld|evaluation|tests|bench|examples|docker|deploy|"
-    r"proto)(?:[./][\w.-]+)+/?)`"
+    r"`((?:csr|csr_cli|csr_api|services|toyworld|evaluation|reports|tests|bench|examples|docker|"
+    r"deploy|docs|proto)(?:[./][\w.-]+)+/?)`"
 )
 
 

@@ -46,10 +46,12 @@ def test_staleness_bound():
     assert is_stale(record("2"), 3, replace(schedule, max_staleness=0))
 
 
-def test_dpo_example_ends_each_response_with_the_end_token():
-    example = dpo_example(record("base"), "</s>")
+def test_dpo_example_leads_and_ends_each_response_as_told():
+    example = dpo_example(record("base"), "</s>", " ")
     assert (example.chosen, example.rejected) == (" A cat.</s>", " A dog.</s>")
     assert (example.prompt, example.image) == ("Describe.", "a.png")
+    example = dpo_example(record("base"), "<|im_end|>", "")
+    assert (example.chosen, example.rejected) == ("A cat.<|im_end|>", "A dog.<|im_end|>")
 
 
 def test_schedules_decide_when_to_train():
