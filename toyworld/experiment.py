@@ -52,6 +52,9 @@ VARIANTS: dict[str, dict] = {
     "margin-3": {"selection": {"min_margin": 3.0}},
     "margin-5": {"selection": {"min_margin": 5.0}},
     "margin-8": {"selection": {"min_margin": 8.0}},
+    "e25-m5": {"selection": {"min_margin": 5.0}, "reward": {"end_relevance": 25.0}},
+    "e30-m5": {"selection": {"min_margin": 5.0}, "reward": {"end_relevance": 30.0}},
+    "e25": {"reward": {"end_relevance": 25.0}},
 }
 # The toy world's algorithm settings: the paper's (group beam search 5/5/3.0, lambda 0.9,
 # R_T the product of token probabilities) and the project's path mean, plus settings that
