@@ -34,6 +34,7 @@ from PIL import Image
 
 from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.models import load_backend
+from services.runtime.lifeline import child_env
 from tests.models.clip import build_tiny_hf_clip, build_tiny_open_clip
 
 MODEL_CFG = {
@@ -95,7 +96,7 @@ def start_worker(
     )
     return subprocess.Popen(
         [sys.executable, "-m", "csr_cli.main", "reward", "serve"],
-        env=env,
+        env=child_env(env),  # ends with the benchmark
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -60,8 +60,9 @@ def generate_command() -> None:
     from services.generator.main import run
     from services.generator.settings import GeneratorSettings
     from services.runtime.entry import run_service
+    from services.runtime.prompt_sets import PromptSetError
 
-    run_service(GeneratorSettings, run, fatal=(RuntimeError,))
+    run_service(GeneratorSettings, run, fatal=(RuntimeError, PromptSetError))
 
 
 def train_command() -> None:
@@ -69,11 +70,14 @@ def train_command() -> None:
     stream, adapters published to the store, T iterations."""
     from services.runtime.adapter_store import StoreError
     from services.runtime.entry import run_service
+    from services.runtime.prompt_sets import PromptSetError
     from services.trainer.main import run
     from services.trainer.service import NoPairsError
     from services.trainer.settings import TrainerSettings
 
-    run_service(TrainerSettings, run, fatal=(RuntimeError, NoPairsError, StoreError))
+    run_service(
+        TrainerSettings, run, fatal=(RuntimeError, NoPairsError, StoreError, PromptSetError)
+    )
 
 
 _add_service_commands()
@@ -192,7 +196,11 @@ def _sentence_scores(path: FinishedPath) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: set up logging once, then dispatch."""
+    """Console-script entry point: set up logging once, then dispatch. A command started by
+    a supervisor (csr up) that named itself in CSR_EXIT_WITH_PARENT ends when it ends."""
+    from services.runtime.lifeline import exit_with_parent_from_env
+
+    exit_with_parent_from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app(args=argv, prog_name="csr")
 

@@ -14,17 +14,21 @@ One deliberate difference from transformers 4.x: a finished hypothesis includes 
 token and its length counts it (4.x divided by the length without it).
 
 Does not know the model: `step(parents, tokens)` advances rows (row r continues previous
-row parents[r] with tokens[r]) and returns each new row's next-token log-probs.
+row parents[r] with tokens[r]) and returns each new row's next-token log-probs. The log-probs
+stay on the device they come from: the scores, diversity penalties and top-k are computed
+there, and only each group's 2 x group_size best candidates cross to the host per step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Whether a candidate whose last token is a stop token really ends there (its tokens so far).
+Ends = Callable[[Sequence[int]], bool]
 
 
 @dataclass(frozen=True)
@@ -88,47 +92,67 @@ def _advance_groups(
     counts: torch.Tensor,
     penalty: float,
     stop_ids: Collection[int],
+    ends: Ends | None = None,
 ) -> None:
     """One step of the same group of many prefixes, batched: pick each group's next beams,
-    finish those that stop, and count the chosen tokens for the groups after it."""
-    size, vocab = active[0][1].size, logprobs.shape[-1]
-    # Bookkeeping stays on the CPU: the (small) log-prob rows are moved there once per step.
-    rows = torch.zeros(len(active), size, dtype=torch.long)
-    totals = torch.full((len(active), size), float("-inf"))
-    for a, (_, group) in enumerate(active):
-        for b, beam in enumerate(group.running):
-            rows[a, b], totals[a, b] = beam.row, beam.total
+    finish those that stop, and count the chosen tokens for the groups after it.
+
+    Scores, penalties and the top-k run where the log-probs are (the model's device); only
+    each group's 2 x group_size best candidates come to the host."""
+    size, vocab, device = active[0][1].size, logprobs.shape[-1], logprobs.device
+    missing = [size - len(group.running) for _, group in active]
+    rows = torch.tensor(
+        [[b.row for b in g.running] + [0] * n for (_, g), n in zip(active, missing)],
+        device=device,
+    )
+    totals = torch.tensor(
+        [[b.total for b in g.running] + [float("-inf")] * n for (_, g), n in zip(active, missing)],
+        dtype=torch.float32,
+        device=device,
+    )
+    prefixes = [prefix for prefix, _ in active]
     model = logprobs[rows]  # (a, size, V)
-    penalties = -penalty * counts[[prefix for prefix, _ in active]]  # (a, V)
+    penalties = -penalty * counts[torch.tensor(prefixes, device=device)]  # (a, V)
     scores = (totals[:, :, None] + model + penalties[:, None, :]).view(len(active), -1)
     k = min(2 * size, scores.shape[-1])
     top, flat = torch.topk(scores, k)
-    chosen_model = model.view(len(active), -1).gather(1, flat).tolist()
-    chosen_penalty = penalties.gather(1, flat % vocab).tolist()
+    chosen_model = model.view(len(active), -1).gather(1, flat)
+    chosen_penalty = penalties.gather(1, flat % vocab)
+    # float64 holds the float32 values and the indices exactly: one transfer for all four
+    candidates = torch.stack(
+        [top.double(), flat.double(), chosen_model.double(), chosen_penalty.double()]
+    )
+    picked = candidates.cpu().tolist()
+    counted: list[tuple[int, int]] = []
     for a, (prefix, group) in enumerate(active):
-        picks = zip(top[a].tolist(), flat[a].tolist(), chosen_model[a], chosen_penalty[a])
-        _pick(group, picks, vocab, stop_ids, counts[prefix])
+        indices = [int(i) for i in picked[1][a]]
+        picks = zip(picked[0][a], indices, picked[2][a], picked[3][a])
+        counted.extend((prefix, token) for token in _pick(group, picks, vocab, stop_ids, ends))
+    if counted and penalty:
+        where = torch.tensor(counted, dtype=torch.long, device=device).T
+        counts.index_put_((where[0], where[1]), counts.new_ones(len(counted)), accumulate=True)
 
 
 def _pick(
-    group: _Group, picks, vocab: int, stop_ids: Collection[int], counts: torch.Tensor
-) -> None:
+    group: _Group, picks, vocab: int, stop_ids: Collection[int], ends: Ends | None = None
+) -> list[int]:
+    """Extend the group's beams by the ranked candidates; returns the tokens that continue.
+    A stop token finishes a beam only where `ends` agrees (a period after "Mr" does not)."""
     chosen: list[_Beam] = []
     for rank, (score, index, model_logprob, penalty) in enumerate(picks):
         if score == float("-inf"):
             break  # only padding (or impossible tokens) is left
         beam_index, token = divmod(index, vocab)
         child = group.running[beam_index].extend(token, model_logprob, penalty)
-        if token in stop_ids:
+        if token in stop_ids and (ends is None or ends(child.tokens)):
             if rank < group.size:
                 group.add_finished(child.finish(True, group.length_penalty))
         else:
             chosen.append(child)
             if len(chosen) == group.size:
                 break
-    for beam in chosen:
-        counts[beam.tokens[-1]] += 1
     group.running = chosen
+    return [beam.tokens[-1] for beam in chosen]
 
 
 def diverse_beam_search(
@@ -140,28 +164,31 @@ def diverse_beam_search(
     diversity_penalty: float,
     max_new_tokens: int,
     length_penalty: float = 1.0,
+    ends: Ends | None = None,
 ) -> list[list[Hypothesis]]:
-    """Hypotheses of every prefix (row of first_logprobs), best score first, num_beams each."""
+    """Hypotheses of every prefix (row of first_logprobs), best score first, num_beams each.
+    `ends(tokens)`, if given, confirms that a stop token really ends the candidate."""
     if num_beams % num_groups:
         raise ValueError(f"num_beams={num_beams} is not a multiple of num_groups={num_groups}")
     size = num_beams // num_groups
     prefixes = first_logprobs.shape[0]
     groups = [[_Group(i, size, length_penalty) for _ in range(num_groups)] for i in range(prefixes)]
-    logprobs = first_logprobs.float().cpu()
+    logprobs = first_logprobs.float()  # stays on the model's device
     for generated in range(1, max_new_tokens + 1):
-        counts = torch.zeros(prefixes, logprobs.shape[-1])  # tokens chosen this step
+        # tokens chosen at this step, per prefix
+        counts = torch.zeros(prefixes, logprobs.shape[-1], device=logprobs.device)
         for g in range(num_groups):
             active = [
                 (i, own[g]) for i, own in enumerate(groups) if not own[g].done and own[g].running
             ]
             if active:
-                _advance_groups(active, logprobs, counts, diversity_penalty, stop_ids)
+                _advance_groups(active, logprobs, counts, diversity_penalty, stop_ids, ends)
             for _, group in active:
                 group.update_done(generated)
         parents, tokens = _renumber(groups)
         if not parents or generated == max_new_tokens:
             break
-        logprobs = step(torch.tensor(parents), torch.tensor(tokens)).float().cpu()
+        logprobs = step(torch.tensor(parents), torch.tensor(tokens)).float()
     return [_collect(own, length_penalty, num_beams) for own in groups]
 
 

@@ -28,6 +28,7 @@ from csr.config import CSRConfig
 from services.generator.adapter_slot import AdapterSlot
 from services.generator.admin import create_server
 from services.generator.engine import VLMEngine
+from services.generator.memory import kv_budget_bytes
 from services.generator.observe import serve_health
 from services.generator.service import GeneratorLoop, GeneratorOptions, GeneratorParts
 from services.generator.settings import GeneratorSettings
@@ -80,20 +81,28 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
         logger.info("queued %d new prompts of iteration %d", added, settings.iteration)
     token = settings.reward_token.get_secret_value() if settings.reward_token else None
     reward = RewardClient(settings.reward_target, token=token)
+    engine = VLMEngine(slot.model, processor, config.search)
+    budget = kv_budget_bytes(settings.kv_budget_gb, engine.device)  # with the model loaded
+    logger.info("KV budget per batch: %.2f GiB", budget / 2**30)
     loop = GeneratorLoop(
         GeneratorParts(
             streams,
-            VLMEngine(slot.model, processor, config.search),
+            engine,
             reward.relevance,
             slot=slot,
             reward_probe=reward.info,
         ),
         config,
         GeneratorOptions(
-            Path(settings.image_root), settings.consumer, batch_size=settings.batch_size
+            Path(settings.image_root),
+            settings.consumer,
+            batch_size=settings.batch_size,
+            kv_budget_bytes=budget,
+            max_prompt_tokens=settings.max_prompt_tokens,
         ),
     )
-    server, port = create_server(loop, settings.admin_host, settings.admin_port)
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    server, port = create_server(loop, settings.admin_host, settings.admin_port, token=admin_token)
     server.start()
     http, http_port = serve_health(loop, loop.metrics, settings.admin_host, settings.http_port)
     subscriber = AdapterSubscriber(client, loop.request_adapter).start()

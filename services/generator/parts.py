@@ -2,7 +2,8 @@
 
 - AdapterSwaps: adapter swaps asked for (admin API, pub/sub, a work item's adapter), done
   between batches so that no prompt sees two adapters.
-- BatchIntake: reads a batch's images and fails, alone, each prompt that cannot be searched.
+- BatchIntake: reads a batch's images and fails, alone, each prompt that cannot be searched
+  (its image outside the root or unreadable, the prompt empty or too long: PromptLength).
 - RecordPublisher: publishes each prompt's outcome (pair or no-pair) and counts it.
 - KeepAlive: while a batch runs, keeps its items' claims fresh.
 """
@@ -23,8 +24,9 @@ from csr.selection import NoPair
 from services.generator.adapter_slot import AdapterSlot
 from services.generator.observe import GeneratorMetrics
 from services.runtime.adapters import AdapterError
+from services.runtime.prompt_sets import ImagePathError, image_under_root
 from services.runtime.prompts import PromptStreams, WorkItem
-from services.runtime.vlm import load_rgb
+from services.runtime.vlm import chat_prompt, load_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -89,26 +91,89 @@ class AdapterSwaps:
             )
 
 
+class PromptLength:
+    """Counts a prompt's tokens the way the engine encodes it (the chat template of
+    services.runtime.vlm.chat_prompt, the image's tokens expanded by the processor), against
+    a limit: the model's context (max_position_embeddings of its text config) or a smaller
+    configured cap. A prompt past it would make one batch's encoding as long as the prompt,
+    so it is refused before it reaches the model."""
+
+    def __init__(self, processor, limit: int | None, source: str):
+        self.processor, self.limit, self.source = processor, limit, source
+
+    @classmethod
+    def of(cls, model, processor, cap: int = 0) -> PromptLength:
+        config = getattr(model, "config", None)
+        text = getattr(config, "text_config", None) or config
+        context = getattr(text, "max_position_embeddings", None)
+        if cap and (not context or cap < context):
+            return cls(processor, cap, "CSR_GENERATOR_MAX_PROMPT_TOKENS")
+        return cls(processor, context, "the model's context")
+
+    def problem(self, prompt: str, image: Image.Image) -> str | None:
+        """Why the prompt cannot be encoded (too long, or the processor refuses it), or None."""
+        if self.limit is None or self.processor is None:
+            return None
+        text = chat_prompt(self.processor, prompt)
+        try:  # the text alone is a lower bound: a very long prompt never meets the image
+            count = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if count <= self.limit:
+                encoded = self.processor(images=[image], text=[text], add_special_tokens=False)
+                count = len(encoded["input_ids"][0])
+        except (ValueError, TypeError, IndexError) as e:  # e.g. image markers in the text
+            return f"the processor cannot encode the prompt: {e}"
+        if count > self.limit:
+            return (
+                f"the prompt is {count} tokens (image tokens included), past the limit of "
+                f"{self.limit} ({self.source}): shorten it"
+            )
+        return None
+
+
 class BatchIntake:
     """A batch's images, read once; a prompt that cannot be searched is failed on its own
-    (PromptStreams.fail) so that it does not hold back its batch."""
+    (PromptStreams.fail) so that it does not hold back its batch: an image name that leaves
+    the image root, an image that cannot be read, an empty prompt, or a prompt too long for
+    the model (PromptLength)."""
 
-    def __init__(self, streams: PromptStreams, image_root: Path, publisher: RecordPublisher):
+    def __init__(
+        self,
+        streams: PromptStreams,
+        image_root: Path,
+        publisher: RecordPublisher,
+        length: PromptLength | None = None,
+    ):
         self.streams, self.image_root, self.publisher = streams, image_root, publisher
+        self.length = length
 
     def read(self, items: list[WorkItem]) -> tuple[list[WorkItem], dict[str, Image.Image]]:
         """The items that can be searched, and their images by path."""
         images: dict[str, Image.Image] = {}
         ready = []
         for item in items:
-            path = str(self.image_root / item.image)
-            try:
-                images[path] = load_rgb(path)
+            reason = self._problem(item, images)
+            if reason is None:
                 ready.append(item)
-            except (OSError, ValueError, Image.DecompressionBombError) as e:  # missing,
-                # unreadable, not an image, or too many pixels
-                self.publisher.failed(item, f"cannot read image {path}: {e}")
+            else:
+                self.publisher.failed(item, reason)
         return ready, images
+
+    def _problem(self, item: WorkItem, images: dict[str, Image.Image]) -> str | None:
+        try:
+            path = str(image_under_root(self.image_root, item.image))
+        except ImagePathError as e:
+            return str(e)
+        if not item.prompt.strip():
+            return "the prompt is empty: give the instruction to answer about the image"
+        try:
+            image = images[path] if path in images else load_rgb(path)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # missing,
+            # unreadable, not an image, or too many pixels
+            return f"cannot read image {path}: {e}"
+        reason = self.length.problem(item.prompt, image) if self.length is not None else None
+        if reason is None:
+            images[path] = image
+        return reason
 
 
 class RecordPublisher:

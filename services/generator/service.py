@@ -6,6 +6,12 @@ fails (the reward service is down, say), nothing is acknowledged: the items stay
 are claimed again later, by this replica or another. A prompt that cannot be searched is
 failed on its own (BatchIntake) so it does not hold back its batch, and while a batch runs
 its items' claims are kept alive (KeepAlive) so no other replica takes them over.
+
+Also owns the memory a batch may take: the claimed prompts are searched in batches filled up
+to the KV budget (the engine's accounting from the model config and the prompt lengths); a
+prompt that alone needs more is failed with that reason. If the device still runs out of
+memory, the batch is halved and each half searched again, so no prompt is lost; the cached
+device memory is handed back after every batch.
 """
 
 from __future__ import annotations
@@ -19,12 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from PIL import Image
+
 from csr.config import CSRConfig
 from csr.search import Relevance, SearchRequest
 from services.generator.adapter_slot import AdapterSlot
 from services.generator.engine import VLMEngine
 from services.generator.observe import GeneratorMetrics
-from services.generator.parts import AdapterSwaps, BatchIntake, KeepAlive, RecordPublisher
+from services.generator.parts import (
+    AdapterSwaps,
+    BatchIntake,
+    KeepAlive,
+    PromptLength,
+    RecordPublisher,
+)
 from services.generator.pipeline import search_prompts
 from services.reward.client import RewardServiceError
 from services.runtime.prompts import PromptStreams, WorkItem
@@ -50,8 +65,10 @@ class GeneratorOptions:
 
     image_root: Path
     consumer: str
-    batch_size: int = 8
+    batch_size: int = 8  # prompts claimed and searched together, at most
     retry_after_s: float = 2.0  # wait between probes while the reward service is down
+    kv_budget_bytes: int | None = None  # KV bytes a batch may hold (None: batch_size alone)
+    max_prompt_tokens: int = 0  # a prompt past it fails alone; 0: the model's context
 
 
 class GeneratorLoop:
@@ -63,7 +80,12 @@ class GeneratorLoop:
         self.metrics = GeneratorMetrics()
         self.swaps = AdapterSwaps(parts.slot, self._swap_model)
         self.publisher = RecordPublisher(self.streams, self.metrics)
-        self.intake = BatchIntake(self.streams, Path(options.image_root), self.publisher)
+        length = PromptLength.of(
+            getattr(parts.engine, "model", None),
+            getattr(parts.engine, "processor", None),
+            options.max_prompt_tokens,
+        )
+        self.intake = BatchIntake(self.streams, Path(options.image_root), self.publisher, length)
 
     # -- what it has done, and what serves ----------------------------------------------------
     @property
@@ -158,12 +180,69 @@ class GeneratorLoop:
 
     def _search_and_publish(self, iteration: int, items: list[WorkItem]) -> None:
         ready, images = self.intake.read(items)
-        if not ready:
+        for batch in self._within_budget(ready, images):
+            self._search_batch(iteration, batch, images)
+
+    def _path(self, item: WorkItem) -> str:
+        return str(Path(self.options.image_root) / item.image)
+
+    def _within_budget(
+        self, items: list[WorkItem], images: dict[str, Image.Image]
+    ) -> list[list[WorkItem]]:
+        """The items in batches whose search fits the KV budget, in order; an item that alone
+        does not fit is failed with the reason."""
+        budget = self.options.kv_budget_bytes
+        if budget is None or not items:
+            return [items] if items else []
+        batches: list[list[WorkItem]] = []
+        batch: list[WorkItem] = []
+        lengths: list[int] = []
+        for item in items:
+            length = self.engine.prompt_length(item.prompt, images[self._path(item)])
+            alone = self.engine.search_kv_bytes([length])
+            if alone > budget:
+                self.publisher.failed(
+                    item,
+                    f"its search needs {alone / 2**30:.3f} GiB of KV cache ({length} prompt "
+                    f"tokens), more than the budget CSR_GENERATOR_KV_BUDGET_GB="
+                    f"{budget / 2**30:.3f}: raise it, or shorten the prompt or the image",
+                )
+                continue
+            if batch and self.engine.search_kv_bytes([*lengths, length]) > budget:
+                batches.append(batch)
+                batch, lengths = [], []
+            batch.append(item)
+            lengths.append(length)
+        return [*batches, batch] if batch else batches
+
+    def _search_batch(
+        self, iteration: int, items: list[WorkItem], images: dict[str, Image.Image]
+    ) -> None:
+        """Search and publish one batch; out of device memory, each half alone."""
+        try:
+            outcomes = self._search(iteration, items, images)
+        except torch.OutOfMemoryError:
+            if len(items) == 1:
+                raise
+            outcomes = None  # retried below, once the failed search's tensors are gone
+        finally:
+            self.engine.free_memory()
+        if outcomes is None:
+            half = len(items) // 2
+            logger.warning(
+                "out of device memory searching %d prompts together; searching %d and %d",
+                len(items),
+                half,
+                len(items) - half,
+            )
+            self._search_batch(iteration, items[:half], images)
+            self._search_batch(iteration, items[half:], images)
             return
-        root = Path(self.options.image_root)
-        requests = [
-            SearchRequest(item.prompt_id, item.prompt, str(root / item.image)) for item in ready
-        ]
+        for item, outcome in zip(items, outcomes):
+            self.publisher.publish(item, outcome)
+
+    def _search(self, iteration: int, items: list[WorkItem], images: dict[str, Image.Image]):
+        requests = [SearchRequest(item.prompt_id, item.prompt, self._path(item)) for item in items]
         rows_before = self.engine.step_rows
         with self.metrics.batch_seconds.time():
             outcomes = search_prompts(
@@ -176,6 +255,5 @@ class GeneratorLoop:
                 self.adapter_version,
             )
         self.metrics.tokens.inc(self.engine.step_rows - rows_before)
-        self.metrics.prompts.inc(len(ready))
-        for item, outcome in zip(ready, outcomes):
-            self.publisher.publish(item, outcome)
+        self.metrics.prompts.inc(len(items))
+        return outcomes

@@ -32,7 +32,23 @@ class GeneratorSettings(VLMSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         description="This replica's name in the consumer group.",
     )
-    batch_size: int = Field(8, ge=1, description="Prompts searched together.")
+    batch_size: int = Field(
+        8, ge=1, description="Prompts searched together, at most (the KV budget may take fewer)."
+    )
+    kv_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        description="GiB of KV cache a batch may hold: batches are filled up to it from the "
+        "model config and the prompt lengths, and a prompt that alone needs more fails with a "
+        "reason. Unset: half the GPU memory free once the model is loaded (CUDA), 4 on the CPU.",
+    )
+    max_prompt_tokens: int = Field(
+        0,
+        ge=0,
+        description="Tokens a prompt may have (chat template and image tokens included); a "
+        "longer one fails alone (csr:prompts:failed) before it reaches the model. 0: the "
+        "model's context (max_position_embeddings).",
+    )
     reclaim_after_ms: int = Field(
         60_000,
         ge=1,
@@ -48,6 +64,11 @@ class GeneratorSettings(VLMSettings):
     adapter: str = Field("", description="Adapter directory to serve from the start.")
     admin_host: str = Field("0.0.0.0", description="Address of the admin gRPC API.")
     admin_port: int = Field(50061, ge=0, le=65535, description="Admin gRPC port; 0 picks one.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="When set, the admin gRPC API (LoadAdapter, Status) requires the metadata "
+        "'authorization: Bearer TOKEN'; gRPC health checks stay open.",
+    )
     http_port: int = Field(
         8081, ge=0, le=65535, description="HTTP /healthz and /metrics port; 0 picks one."
     )

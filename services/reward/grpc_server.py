@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from csr_api.v1 import reward_pb2
 from services.reward.batcher import Overloaded, WorkerStopping
-from services.reward.scorer import BadRequest, Scorer
+from services.reward.scorer import BadRequest, Scorer, TooLarge
 from services.reward.settings import RewardSettings
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,10 @@ class RewardServicer:
                     f"({request.error}); strings must be valid UTF-8"
                 )
             items = list(request.requests)
-            if not 1 <= len(items) <= MAX_BATCH_REQUESTS:
-                raise BadRequest(
+            if not items:
+                raise BadRequest(f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not 0")
+            if len(items) > MAX_BATCH_REQUESTS:
+                raise TooLarge(
                     f"a batch holds 1 to {MAX_BATCH_REQUESTS} requests, not {len(items)}; split it"
                 )
             results = await asyncio.gather(

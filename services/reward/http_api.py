@@ -2,7 +2,13 @@
 
 POST /v1/score takes JSON ({"image_base64" | "image_sha256", "sentences"}) or a multipart
 upload (file field "image", repeated form field "sentences"). Errors are JSON
-{"error": kind, "detail": message}: 400 bad input, 401 token, 413 too large, 429 overloaded.
+{"error": kind, "detail": message}:
+- 400 bad input (malformed JSON or form, JSON nested deeper than the parser's bound, a
+  corrupt image, blank sentences, ...);
+- 401 a missing or wrong token;
+- 413 too large: a body past the transport limit, or an image, a sentence or a count of
+  sentences past the worker's limits (error "too-large");
+- 429 overloaded; 503 stopping.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 from services.reward.batcher import Overloaded, WorkerStopping
-from services.reward.scorer import BadRequest, Scorer
+from services.reward.scorer import BadRequest, Scorer, TooLarge
+from services.runtime.bounded import loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +80,8 @@ def _error(status: int, kind: str, detail: str, **headers: str) -> JSONResponse:
 
 async def _parse_json(request: Request) -> tuple[bytes | None, str | None, list[str]]:
     try:
-        data = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = loads_json(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:  # nesting past the bound included
         raise BadRequest(f"the body is not valid UTF-8 JSON ({e})") from e
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object with 'sentences' and an image")
@@ -94,7 +102,11 @@ async def _parse_json(request: Request) -> tuple[bytes | None, str | None, list[
 
 
 async def _parse_multipart(request: Request) -> tuple[bytes | None, str | None, list[str]]:
-    form = await request.form()
+    try:
+        form = await request.form()
+    except HTTPException as e:  # Starlette's refusal of a malformed or oversized form
+        kind = TooLarge if "maximum" in str(e.detail).lower() else BadRequest
+        raise kind(f"the multipart body cannot be read: {e.detail}") from e
     upload = form.get("image")
     if upload is None or isinstance(upload, str):
         raise BadRequest("the multipart body needs a file field 'image'")
@@ -146,7 +158,7 @@ def create_http_app(scorer: Scorer, token: str | None, ready=lambda: True) -> Bo
             )
         except BadRequest as e:
             outcome = e.kind
-            return _error(400, e.kind, str(e))
+            return _error(413 if isinstance(e, TooLarge) else 400, e.kind, str(e))
         except Overloaded as e:
             outcome = "overloaded"
             return _error(429, outcome, str(e), **{"Retry-After": "1"})

@@ -36,6 +36,13 @@ class UnknownImage(BadRequest):
     kind = "unknown-image"
 
 
+class TooLarge(BadRequest):
+    """Input past one of the worker's size limits (image bytes or pixels, sentences per
+    request, characters per sentence): HTTP 413, gRPC INVALID_ARGUMENT."""
+
+    kind = "too-large"
+
+
 @dataclass(frozen=True)
 class Score:
     relevance: float
@@ -87,7 +94,7 @@ class Scorer:
         if not sentences:
             raise BadRequest("no sentences: send 1 or more sentences to score")
         if len(sentences) > limit:
-            raise BadRequest(
+            raise TooLarge(
                 f"{len(sentences)} sentences in one request; the limit is {limit}: "
                 "split the request"
             )
@@ -95,7 +102,7 @@ class Scorer:
             if not sentence.strip():
                 raise BadRequest(f"sentence {i} is empty or blank: send text to score")
             if len(sentence) > self.settings.max_sentence_chars:
-                raise BadRequest(
+                raise TooLarge(
                     f"sentence {i} has {len(sentence)} characters; the limit is "
                     f"{self.settings.max_sentence_chars}"
                 )
@@ -122,7 +129,7 @@ class Scorer:
         if len(image_bytes) == 0:
             raise BadRequest("the image is empty (0 bytes): send an encoded image file")
         if len(image_bytes) > self.settings.max_image_bytes:
-            raise BadRequest(
+            raise TooLarge(
                 f"the image has {len(image_bytes)} bytes; the limit is "
                 f"{self.settings.max_image_bytes}: send a smaller image"
             )
@@ -173,7 +180,7 @@ class Scorer:
             with Image.open(io.BytesIO(image_bytes)) as image:
                 width, height = image.size
                 if width * height > self.settings.max_image_pixels:
-                    raise BadRequest(
+                    raise TooLarge(
                         f"the image is {width}x{height} pixels; the limit is "
                         f"{self.settings.max_image_pixels} pixels"
                     )
@@ -183,6 +190,11 @@ class Scorer:
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             if isinstance(e, BadRequest):
                 raise
+            if isinstance(e, Image.DecompressionBombError):  # past Pillow's own pixel limit
+                raise TooLarge(
+                    f"the image has too many pixels ({e}); the limit is "
+                    f"{self.settings.max_image_pixels} pixels"
+                ) from e
             raise BadRequest(
                 f"the image bytes are not a decodable image ({e}): send a PNG, JPEG "
                 "or other image file"

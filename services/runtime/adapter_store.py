@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from services.runtime.adapters import MANIFEST, write_manifest
+from services.runtime.bounded import loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,17 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object the store keeps; StoreError naming the file if it is unreadable."""
+    try:
+        data = loads_json(path.read_text())
+    except (OSError, ValueError) as e:  # decode errors and deep nesting included
+        raise StoreError(f"cannot read {what}, {path}: {e}; restore or remove it") from e
+    if not isinstance(data, dict):
+        raise StoreError(f"{what}, {path}, is not a JSON object; restore or remove it")
+    return data
 
 
 class AdapterStore:
@@ -65,13 +77,18 @@ class AdapterStore:
         return versions[-1] if versions else 0
 
     def manifest(self, version: int) -> dict:
-        return json.loads((self.path(version) / MANIFEST).read_text())
+        return _read_json(self.path(version) / MANIFEST, "the manifest of a published version")
 
     def closed_iterations(self) -> dict[int, int]:
         """Iteration -> the version that closed it. Kept in closed.json, which outlives pruned
         versions, and completed from the manifests (a crash may come between a publication
         and the file's update)."""
-        closed = {int(k): v for k, v in self._read_closed().items()}
+        try:
+            closed = {int(k): int(v) for k, v in self._read_closed().items()}
+        except (TypeError, ValueError) as e:
+            raise StoreError(
+                f"{self.root / CLOSED} must map iterations to versions (whole numbers): {e}"
+            ) from e
         for version in self.versions():
             manifest = self.manifest(version)
             if manifest.get("closes_iteration"):
@@ -87,10 +104,9 @@ class AdapterStore:
         os.replace(staging, self.root / CLOSED)
 
     def _read_closed(self) -> dict:
-        try:
-            return json.loads((self.root / CLOSED).read_text())
-        except FileNotFoundError:
+        if not (self.root / CLOSED).exists():
             return {}
+        return _read_json(self.root / CLOSED, "the record of closed iterations")
 
     def version_of_iteration(self, iteration: int) -> int | None:
         """The version published at the end of `iteration`, if any."""

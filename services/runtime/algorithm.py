@@ -9,6 +9,7 @@ import yaml
 
 from csr.config import CSRConfig
 from csr.errors import ConfigError
+from services.runtime.bounded import load_yaml
 
 
 def load_algorithm(path: str) -> CSRConfig:
@@ -16,8 +17,8 @@ def load_algorithm(path: str) -> CSRConfig:
     if not path:
         return CSRConfig()
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+        data = load_yaml(Path(path).read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: nested or expanded too far
         raise RuntimeError(f"cannot read the algorithm settings {path}: {e}") from e
     try:
         return CSRConfig.from_dict(data)

@@ -17,6 +17,7 @@ import grpc
 import redis
 from redis.client import PubSubWorkerThread
 
+from services.runtime.bounded import loads_json
 from services.runtime.keys import ADAPTER_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,18 @@ def announce_adapter(client: redis.Redis, path: str, version: str) -> int:
     return int(client.publish(ADAPTER_CHANNEL, json.dumps({"path": path, "version": version})))
 
 
-def make_announcer(client: redis.Redis, admin_targets: list[str], timeout: float = 120.0):
+def make_announcer(
+    client: redis.Redis,
+    admin_targets: list[str],
+    timeout: float = 120.0,
+    token: str | None = None,
+):
     """announce(path, version): pub/sub to every generator, then the admin API of those
-    listed, which answers once the adapter serves (or why it was refused)."""
+    listed (with the admin token as bearer metadata when given), which answers once the
+    adapter serves (or why it was refused)."""
     from csr_api.v1 import generator_pb2, generator_pb2_grpc
+
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     def announce(path: str, version: str) -> None:
         listeners = announce_adapter(client, path, version)
@@ -44,6 +53,7 @@ def make_announcer(client: redis.Redis, admin_targets: list[str], timeout: float
                     answer = stub.LoadAdapter(
                         generator_pb2.LoadAdapterRequest(path=path, version=version),
                         timeout=timeout,
+                        metadata=metadata,
                     )
                     logger.info(
                         "generator %s serves adapter %s (swap %.3fs)",
@@ -74,11 +84,15 @@ class AdapterSubscriber:
 
     def _on_message(self, message) -> None:
         try:
-            data = json.loads(message["data"])
+            data = loads_json(message["data"])
+            if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+                raise ValueError('expected {"path": "<adapter directory>", "version": "..."}')
             version = data.get("version")
-            pending = self.request(str(data["path"]), None if version is None else str(version))
-        except (ValueError, KeyError, TypeError) as e:
-            logger.error("ignored a malformed adapter announcement %r: %s", message["data"], e)
+            pending = self.request(data["path"], None if version is None else str(version))
+        except (ValueError, KeyError, TypeError) as e:  # decode errors and deep nesting too
+            logger.error(
+                "ignored a malformed adapter announcement %r: %s", message["data"][:200], e
+            )
             return
         pending.add_done_callback(
             lambda done: logger.info(

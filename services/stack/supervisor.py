@@ -4,6 +4,12 @@ Owns process lifetimes. Each service is a `csr <command>` subprocess in its own 
 its output read line by line and printed with a coloured `name |` prefix. A service counts as
 started once its HTTP /healthz answers 200. Stopping sends SIGTERM (services finish the work
 in hand: a generator its batch, the trainer its update) and SIGKILL only after the grace.
+
+No service outlives its supervisor: each is started bound to this process
+(services.runtime.lifeline: the kernel's parent-death signal and a watchdog), so a supervisor
+killed outright (SIGKILL, the OOM killer) takes its services with it, as a crash: work in hand
+stays pending in Redis for the next run. Start services from a thread that lives as long as
+they should: the parent-death signal follows the thread that started the child.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from services.runtime import lifeline
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +59,13 @@ class Service:
 
 
 class Supervisor:
-    def __init__(self, print_line: Callable[[str, str, str], None]):
+    def __init__(
+        self,
+        print_line: Callable[[str, str, str], None],
+        on_start: Callable[[Service], None] = lambda service: None,
+    ):
         self.print_line = print_line  # (service name, colour, line)
+        self.on_start = on_start  # told of each started process (csr up records it)
         self.services: list[Service] = []
         self._pumps: list[threading.Thread] = []
 
@@ -62,7 +75,7 @@ class Supervisor:
         """Start a service and return once it is healthy (or once `stopping` is set);
         ServiceFailed otherwise."""
         service.colour = COLOURS[len(self.services) % len(COLOURS)]
-        env = {**os.environ, **service.env, "PYTHONUNBUFFERED": "1"}
+        env = lifeline.child_env({**os.environ, **service.env, "PYTHONUNBUFFERED": "1"})
         service.process = subprocess.Popen(
             [sys.executable, "-m", "csr_cli.main", *service.command],
             env=env,
@@ -74,6 +87,7 @@ class Supervisor:
             start_new_session=True,
         )  # our Ctrl-C is ours to forward, in order
         self.services.append(service)
+        self.on_start(service)
         pump = threading.Thread(target=self._pump, args=(service,), daemon=True)
         pump.start()
         self._pumps.append(pump)

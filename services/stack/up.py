@@ -7,7 +7,9 @@ workers round-robin over all their addresses; the trainer tells the generators' 
 about each adapter. SIGINT/SIGTERM stop the services in reverse order with SIGTERM: work in
 hand is finished or left pending in Redis for the next run, so a second `csr up` on the same
 run_dir resumes where the first stopped. `csr up` ends by itself when the trainer has
-published its last iteration.
+published its last iteration. Killed outright, it takes Redis and the services with it
+(services.runtime.lifeline); every process it starts is recorded in the run_dir
+(services.stack.children), and the next `csr up` stops any that survived before it starts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -24,6 +27,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from services.runtime import embedded_redis
+from services.stack.children import Children
 from services.stack.config import StackConfig, check_settings
 from services.stack.status import StackState, read_counts, status_line
 from services.stack.supervisor import Service, ServiceFailed, Supervisor
@@ -60,6 +64,7 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
         )
         rewards.append(f"127.0.0.1:{grpc_port}")
     admins = []
+    admin_token = secrets.token_urlsafe(24)  # this run's: other local users cannot reload
     for i in range(config.generator_replicas):
         admin_port, http_port = free_port(), free_port()
         env = {
@@ -68,6 +73,7 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
             "CSR_GENERATOR_REWARD_TARGET": "ipv4:" + ",".join(rewards),
             "CSR_GENERATOR_ADMIN_HOST": "127.0.0.1",
             "CSR_GENERATOR_ADMIN_PORT": str(admin_port),
+            "CSR_GENERATOR_ADMIN_TOKEN": admin_token,
             "CSR_GENERATOR_HTTP_PORT": str(http_port),
             "CSR_GENERATOR_CONSUMER": f"generator-{i + 1}",
             "CSR_GENERATOR_PROGRESS": "false",
@@ -83,6 +89,7 @@ def plan(config: StackConfig, environ: dict[str, str], redis_url: str) -> list[S
         **config.env("trainer", environ),
         "CSR_TRAINER_REDIS_URL": redis_url,
         "CSR_TRAINER_GENERATOR_ADMIN": ",".join(admins),
+        "CSR_TRAINER_GENERATOR_ADMIN_TOKEN": admin_token,
         "CSR_TRAINER_HTTP_HOST": "127.0.0.1",
         "CSR_TRAINER_HTTP_PORT": str(http_port),
     }
@@ -106,7 +113,10 @@ class Stack:
         self.config, self.environ, self.console = config, environ, console
         self.start_timeout, self.grace = start_timeout, grace
         self.stopping = threading.Event()
-        self.supervisor = Supervisor(self._print)
+        self.children = Children(config.run_dir)
+        self.supervisor = Supervisor(
+            self._print, lambda s: self.children.add(s.name, s.process.pid, group=True)
+        )
         self._lock = threading.Lock()
 
     def _print(self, name: str, colour: str, line: str) -> None:
@@ -122,15 +132,17 @@ class Stack:
     def run(self) -> int:
         run_dir = self.config.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        running = load_state(self.config)
-        if running and _alive(running.get("pid")):
+        running = self.children.running_supervisor()
+        if running:
             self._print(
                 "csr up",
                 "red",
-                f"error: csr up (pid {running['pid']}) is already "
+                f"error: csr up (pid {running}) is already "
                 f"running on {run_dir}; stop it first, or use another run_dir",
             )
             return 2
+        self.children.stop_leftovers(lambda line: self._print("csr up", "yellow", line))
+        self.children.begin()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,6 +155,7 @@ class Stack:
 
     def _run(self, run_dir: Path) -> int:
         redis = start_redis(run_dir)
+        self.children.add("redis", redis.pid, group=False)
         url = f"unix://{redis.socket_file}"
         self._print("redis", "white", f"embedded Redis at {url} (data in {run_dir})")
         state = StackState(run_dir / STATE_FILE)
@@ -165,6 +178,7 @@ class Stack:
             )
             state.remove()
             embedded_redis.stop(redis)
+            self.children.clear()
             self._print("csr up", "white", "stopped")
 
     def _watch(self, redis, state: StackState) -> int:
@@ -187,18 +201,6 @@ class Stack:
             "asked to stop: in-flight work is finished or left pending for the next `csr up`",
         )
         return 0
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def state_path(config: StackConfig) -> Path:

@@ -32,6 +32,10 @@ from services.trainer.settings import TrainerSettings
 logger = logging.getLogger(__name__)
 
 
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value else None
+
+
 def build(
     settings: TrainerSettings, config: CSRConfig | None = None, stop: threading.Event | None = None
 ) -> TrainerLoop:
@@ -50,7 +54,7 @@ def build(
         AdapterStore(settings.adapter_store, settings.keep_versions),
         lambda: load_model(settings).train(),  # once, at the first update
         processor,
-        make_announcer(client, targets),
+        make_announcer(client, targets, token=_secret(settings.generator_admin_token)),
     )
     options = TrainerOptions(
         Path(settings.image_root),

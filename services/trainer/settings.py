@@ -7,7 +7,7 @@ checkpoints). The algorithm (β, LoRA rank, learning rate, schedule, T) is the a
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.runtime.settings import VLMSettings
@@ -39,6 +39,10 @@ class TrainerSettings(VLMSettings):
         "",
         description="Comma-separated generator admin gRPC "
         "addresses told to load each new adapter (besides pub/sub).",
+    )
+    generator_admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the generators' admin API (their CSR_GENERATOR_ADMIN_TOKEN).",
     )
     consumer: str = Field(
         "trainer",

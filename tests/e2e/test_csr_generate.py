@@ -9,6 +9,7 @@ import sys
 from services.reward.settings import RewardSettings
 from services.reward.worker import BackgroundWorker
 from services.runtime import embedded_redis
+from services.runtime.lifeline import child_env
 from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 
@@ -33,7 +34,7 @@ def test_csr_generate_turns_a_prompt_set_into_pairs_in_redis(tmp_path):
         )
         out = subprocess.run(
             [sys.executable, "-m", "csr_cli.main", "generate"],
-            env=env,
+            env=child_env(env),  # ends with this test process
             capture_output=True,
             text=True,
             timeout=600,

@@ -12,6 +12,7 @@ import time
 from services.reward.settings import RewardSettings
 from services.reward.worker import BackgroundWorker
 from services.runtime import embedded_redis
+from services.runtime.lifeline import child_env
 from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 
@@ -19,7 +20,7 @@ from tests.e2e.world import save_world
 def csr(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
     out = subprocess.run(
         [sys.executable, "-m", "csr_cli.main", *args],
-        env=env,
+        env=child_env(env),  # ends with this test process
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -67,7 +68,7 @@ def test_generate_and_train_close_two_iterations(tmp_path):
         csr("generate", env=generate_env)  # iteration 1 with the base model
         trainer = subprocess.Popen(
             [sys.executable, "-m", "csr_cli.main", "train"],
-            env=train_env,
+            env=child_env(train_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

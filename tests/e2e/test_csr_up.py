@@ -1,8 +1,9 @@
 """`csr up` as a user runs it: tiny models, two reward workers, a generator and the trainer as
 separate processes on free ports. One iteration runs to a published adapter, the run is
-stopped with SIGTERM in the middle of the second, a second `csr up` finishes it, and every
-prompt of every iteration ended exactly once (a pair or a counted no-pair) and every pair was
-trained exactly once."""
+stopped with SIGTERM in the middle of the second; a second `csr up` is killed with SIGKILL
+once it runs, and nothing it started (services, Redis, guard) is left running; a third
+finishes the run, and every prompt of every iteration ended exactly once (a pair or a
+counted no-pair) and every pair was trained exactly once."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import redis as redis_lib
 import yaml
 
 from services.runtime import embedded_redis
+from services.runtime.lifeline import child_env
 from services.runtime.prompts import PromptStreams
 from tests.e2e.world import save_world
 
@@ -53,7 +55,7 @@ def start(root, log_name):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSR_")}
     return subprocess.Popen(
         [sys.executable, "-m", "csr_cli.main", "up", "-c", str(root / "csr.yaml")],
-        env=env,
+        env=child_env(env),  # ends with this test process, and its services with it
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=root,
@@ -97,19 +99,49 @@ def test_csr_up_survives_a_stop_mid_iteration_and_processes_everything_once(tmp_
     done_before_restart = PromptStreams(stopped).iteration_progress(2)[0]
     embedded_redis.stop(stopped)
     assert 1 <= done_before_restart < PROMPTS  # the second iteration was cut in the middle
-    second, log = start(tmp_path, "second.log")
+    kill_and_check_nothing_is_left(tmp_path, run)
+    third, log = start(tmp_path, "third.log")
     try:
-        assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-4000:]
+        assert third.wait(timeout=600) == 0, (tmp_path / "third.log").read_text()[-4000:]
     finally:
-        second.kill()
+        third.kill()
         log.close()
-    text = (tmp_path / "second.log").read_text()
+    text = (tmp_path / "third.log").read_text()
     assert "trainer |" in text and "reward-2 |" in text  # the combined, prefixed log
     redis = embedded_redis.start(run / "redis.db")
     try:
         check_exactly_once(redis, run)
     finally:
         embedded_redis.stop(redis)
+
+
+def kill_and_check_nothing_is_left(root, run):
+    """Start `csr up`, SIGKILL it once every service is healthy: within seconds, nothing it
+    started runs any more."""
+    import psutil
+
+    from services.runtime.lifeline import alive
+
+    (run / "state.json").unlink(missing_ok=True)  # the first run's, removed as it stopped
+    up, log = start(root, "killed.log")
+    try:
+        wait_for((run / "state.json").is_file, up, root / "killed.log")
+        recorded = json.loads((run / "children.json").read_text())["children"]
+        started = {(c["pid"], c["started"]) for c in recorded}
+        started |= {(p.pid, p.create_time()) for p in psutil.Process(up.pid).children(True)}
+        names = {c["name"] for c in recorded}
+        assert {"redis", "reward-1", "reward-2", "generator-1", "trainer"} <= names
+        assert len(started) >= 6  # and the guard of the embedded Redis
+        up.send_signal(signal.SIGKILL)
+        up.wait()
+    finally:
+        up.kill()
+        log.close()
+    deadline = time.monotonic() + 10
+    while any(alive(pid, when) for pid, when in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid, when in started if alive(pid, when)]
+    assert left == [], f"left running after csr up was killed: {left}"
 
 
 def check_exactly_once(redis, run):

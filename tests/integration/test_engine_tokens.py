@@ -45,3 +45,29 @@ def test_special_tokens_and_padding_columns_are_never_emitted(tiny, expansion):
     assert emitted, "every candidate ended at once"
     assert not emitted & set(lured)
     assert all(t < len(tokenizer) for t in emitted)
+
+
+def test_a_period_after_an_abbreviation_does_not_end_the_sentence(tiny):
+    """The model is made to write " Mr. Smith is here." token by token, then EOS: the
+    candidate is the whole sentence, not "Mr." (where a period ends nothing)."""
+    model, processor = tiny
+    tokenizer = processor.tokenizer
+    script = tokenizer.encode(" Mr. Smith is here.", add_special_tokens=False)
+    script.append(tokenizer.eos_token_id)
+    forwards = []
+
+    def hook(module, args, output):
+        token = script[min(len(forwards), len(script) - 1)]
+        forwards.append(token)
+        output[..., token] = output.max(dim=-1, keepdim=True).values + 20.0
+        return output
+
+    search = SearchConfig(expansion="beam", num_beams=1, num_beam_groups=1, max_new_tokens=16)
+    engine = VLMEngine(model, processor, search)
+    handle = model.get_output_embeddings().register_forward_hook(hook)
+    try:
+        engine.encode_prompt("p", "Describe this image.", photo(64, 48))
+        [candidates] = engine.expand([Prefix(SearchRequest("p", "d", "i"), (), None)])
+    finally:
+        handle.remove()
+    assert candidates[0].text.strip() == "Mr. Smith is here."

@@ -233,3 +233,53 @@ def test_prompts_encoded_together_expand_like_prompts_encoded_alone(llava):
         assert [c.state for c in got] == [c.state for c in expected]
         for c, e in zip(got, expected):
             assert c.token_logprobs == pytest.approx(e.token_logprobs, abs=1e-4)
+
+
+def test_prompt_encoding_computes_logits_of_the_last_position_only(llava):
+    model, processor = llava
+    engine = VLMEngine(model, processor, SEARCH)
+    shapes = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: shapes.append(tuple(out.shape))
+    )
+    try:
+        engine.encode_prompts(
+            [("a", "describe .", images()["red"]), ("b", "what is there ?", images()["blue"])]
+        )
+    finally:
+        hook.remove()
+    assert shapes == [(2, 1, model.config.get_text_config().vocab_size)]
+    reference = FromScratch(engine, [])  # each prompt alone, logits at every position
+    for key, prompt, image in (("a", "describe .", "red"), ("b", "what is there ?", "blue")):
+        expected = reference.logprobs(prompt, image, ())
+        torch.testing.assert_close(engine._prompt(key).next_logprobs, expected, atol=1e-5, rtol=0)
+
+
+def test_a_batch_leaves_no_keys_or_values_behind(llava):
+    import weakref
+    from dataclasses import replace
+
+    from csr.config import CSRConfig
+    from services.generator.pipeline import search_prompts
+
+    model, processor = llava
+    config = replace(CSRConfig(), search=replace(SEARCH, max_sentences=2, max_new_tokens=4))
+    engine = VLMEngine(model, processor, config.search)
+    requests = [SearchRequest("a", "describe .", "red"), SearchRequest("b", "what ?", "blue")]
+    seen = []
+    expand = engine.expand
+
+    def watched(prefixes):
+        if not seen:
+            block = engine._prompt("a").block
+            seen.append((weakref.ref(block.keys[0]), block.nbytes))
+        candidates = expand(prefixes)
+        seen.append(engine.held_kv_bytes())  # the expansion's buffers are gone
+        return candidates
+
+    engine.expand = watched
+    relevance = lambda image_ref, sentences: [0.5] * len(sentences)  # noqa: E731
+    search_prompts(requests, engine, relevance, config, images().__getitem__, 1, "base")
+    (keys, block_bytes), *after_each = seen
+    assert after_each and all(held == block_bytes for held in after_each)
+    assert keys() is None and engine.held_kv_bytes() == 0 and not engine._prompts

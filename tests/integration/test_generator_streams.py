@@ -202,6 +202,31 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
     assert first_answers(generator, images) != before
 
 
+def tamper(adapter: Path, how: str, outside: Path) -> None:
+    """Spoil a published adapter the way a hostile writer of the store could."""
+    import hashlib
+    import shutil
+
+    path = adapter / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if how == "empty-listing":  # the manifest vouches for nothing: any weights would pass
+        manifest["files"] = {}
+    elif how == "unlisted-file":
+        (adapter / "notes.txt").write_text("not from the publisher")
+    elif how in ("dotdot-name", "absolute-name"):  # a name that reads outside the folder
+        (outside / "outside.bin").write_bytes(b"elsewhere")
+        name = "../outside.bin" if how == "dotdot-name" else str(outside / "outside.bin")
+        manifest["files"][name] = hashlib.sha256(b"elsewhere").hexdigest()
+    elif how == "symlink":  # the same bytes, but from another place
+        weights = adapter / "adapter_model.safetensors"
+        shutil.copy(weights, outside / "weights.safetensors")
+        weights.unlink()
+        weights.symlink_to(outside / "weights.safetensors")
+    elif how == "subfolder":
+        (adapter / "extra").mkdir()
+    path.write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(
     "spoil,message",
     [
@@ -210,6 +235,12 @@ def test_qwen2_vl_generator_publishes_pairs_and_hot_reloads(world, tmp_path):
         ("other-base", "was trained on 'another-model'"),
         ("no-manifest", "lacks manifest.json"),
         ("wrong-shapes", "does not fit the model"),
+        ("empty-listing", "files its manifest does not list"),
+        ("unlisted-file", "does not list \\(notes.txt\\)"),
+        ("dotdot-name", "names '../outside.bin', which is not a file name inside"),
+        ("absolute-name", "which is not a file name inside"),
+        ("symlink", "adapter_model.safetensors is a symbolic link"),
+        ("subfolder", "extra is not a regular file"),
     ],
 )
 def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path, spoil, message):
@@ -247,6 +278,8 @@ def test_a_bad_adapter_is_refused_and_the_old_one_keeps_serving(world, tmp_path,
         (bad / "adapter_model.bin").write_bytes(b"not welcome")
     elif spoil == "no-manifest":
         (bad / "manifest.json").unlink()
+    else:
+        tamper(bad, spoil, tmp_path)
     done = generator.request_adapter(str(bad))
     generator.run_once(block_ms=10)
     with pytest.raises(AdapterError, match=message):
@@ -299,6 +332,13 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
             admin.LoadAdapter(generator_pb2.LoadAdapterRequest(path=str(tmp_path / "missing")))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "is not a directory" in info.value.details()
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        assert (
+            health.Check(health_pb2.HealthCheckRequest()).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
         assert announce_adapter(redis, str(make_adapter(tmp_path / "v2", "2")), "2") == 1
         deadline = time.monotonic() + 10
         while generator.adapter_version != "2":
@@ -306,6 +346,65 @@ def test_admin_api_and_pubsub_reload_adapters_and_report_status(world, tmp_path)
             time.sleep(0.05)
     finally:
         subscriber.stop()
+        server.stop(0)
+        stop.set()
+        runner.join(10)
+
+
+def test_with_a_token_the_admin_api_refuses_callers_without_it(world, tmp_path):
+    import threading
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from csr_api.v1 import generator_pb2, generator_pb2_grpc
+    from services.generator.adapter_slot import AdapterSlot
+    from services.generator.admin import create_server
+    from services.runtime.announce import make_announcer
+
+    redis, _prompt_set, images, client, _engine = world
+    model, processor = build_tiny_llava(seed=2)
+    generator = GeneratorLoop(
+        GeneratorParts(
+            PromptStreams(redis),
+            VLMEngine(model, processor, CONFIG.search),
+            client.relevance,
+            slot=AdapterSlot(model, "tiny-llava"),
+        ),
+        CONFIG,
+        GeneratorOptions(Path(str(images)), "g"),
+    )
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=lambda: [generator.run_once(20) for _ in iter(stop.is_set, True)]
+    )
+    runner.start()
+    server, port = create_server(generator, "127.0.0.1", 0, swap_timeout=10, token="adm1n")
+    server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        channel = grpc.insecure_channel(target)
+        admin = generator_pb2_grpc.GeneratorAdminStub(channel)
+        request = generator_pb2.LoadAdapterRequest(path=str(make_adapter(tmp_path / "v1", "1")))
+        for metadata in (None, (("authorization", "Bearer wrong"),), (("authorization", "adm1n"),)):
+            for call, message in ((admin.LoadAdapter, request), (admin.Status, None)):
+                with pytest.raises(grpc.RpcError) as info:
+                    call(message or generator_pb2.StatusRequest(), metadata=metadata)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert "CSR_GENERATOR_ADMIN_TOKEN" in info.value.details()
+        assert generator.adapter_version == "base"  # nothing was loaded
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no token
+        # The trainer's announcer without the token is refused; with it, the adapter serves.
+        make_announcer(redis, [target], timeout=10)(request.path, "1")
+        assert generator.adapter_version == "base"
+        make_announcer(redis, [target], timeout=10, token="adm1n")(request.path, "1")
+        assert generator.adapter_version == "1"
+        status = admin.Status(
+            generator_pb2.StatusRequest(), metadata=(("authorization", "Bearer adm1n"),)
+        )
+        assert status.adapter_version == "1"
+    finally:
         server.stop(0)
         stop.set()
         runner.join(10)

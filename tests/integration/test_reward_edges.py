@@ -124,6 +124,67 @@ def test_http_invalid_utf8_and_non_json(strict_worker):
         assert response.status_code == 400 and "UTF-8 JSON" in response.json()["detail"]
 
 
+TOO_LARGE = [  # (JSON body fields, message): each past one of strict_worker's limits
+    ({"image_base64": base64.b64encode(noise_png(200)).decode()}, "bytes; the limit is 20000"),
+    ({"sentences": ["a ."] * 9}, "9 sentences in one request; the limit is 8"),
+    ({"sentences": ["x" * 5000]}, "sentence 0 has 5000 characters"),
+]
+
+
+@pytest.mark.parametrize("fields,message", TOO_LARGE)
+def test_http_input_past_a_size_limit_is_413_too_large(strict_worker, fields, message):
+    body = {"image_base64": base64.b64encode(png()).decode(), "sentences": OK, **fields}
+    response = httpx.post(f"{strict_worker.http_url}/v1/score", json=body)
+    assert response.status_code == 413 and response.json()["error"] == "too-large"
+    assert message in response.json()["detail"]
+
+
+def test_grpc_input_past_a_size_limit_is_invalid_argument_marked_too_large(strict_worker):
+    with pytest.raises(grpc.RpcError) as info:
+        stub_for(strict_worker).Score(
+            reward_pb2.ScoreRequest(image_bytes=png(), sentences=["a ."] * 9)
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # not retried by clients
+    assert ("csr-error", "too-large") in info.value.trailing_metadata()
+
+
+def test_http_multipart_past_the_form_limits_is_413_and_malformed_is_400(strict_worker):
+    url = f"{strict_worker.http_url}/v1/score"
+    files = {"image": ("a.png", png(), "image/png")}
+    many = httpx.post(url, files=files, data={"sentences": ["a ."] * 1001})  # Starlette: 1000
+    huge = httpx.post(url, files=files, data={"sentences": ["a " * 600_000]})  # a 1.2 MB field
+    for response in (many, huge):
+        assert response.status_code == 413 and response.json()["error"] == "too-large"
+    assert "Maximum number of fields" in many.json()["detail"]
+    assert "maximum size" in huge.json()["detail"]
+    unbounded = httpx.post(url, content=b"x", headers={"content-type": "multipart/form-data"})
+    assert unbounded.status_code == 400 and "boundary" in unbounded.json()["detail"]
+    ok = httpx.post(url, files=files, data={"sentences": OK})
+    assert ok.status_code == 200 and len(ok.json()["scores"]) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"sentences": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"sentences": ["a ."], "x": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"}",
+        b"[" * 100_000,  # deep and never closed
+    ],
+)
+def test_http_deeply_nested_json_is_400_and_the_worker_keeps_serving(strict_worker, raw):
+    response = httpx.post(
+        f"{strict_worker.http_url}/v1/score",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid-argument"
+    assert "nested" in response.json()["detail"]
+    body = {"image_base64": base64.b64encode(png()).decode(), "sentences": OK}
+    assert httpx.post(f"{strict_worker.http_url}/v1/score", json=body).status_code == 200
+
+
 def test_token_is_required_on_both_apis_when_set(start_worker):
     worker = start_worker(token="s3cret")
     request = reward_pb2.ScoreRequest(image_bytes=png(), sentences=OK)

@@ -27,9 +27,11 @@ def build_tiny_qwen2_vl(
     hidden: int = 64,
     image_size: int = 32,
     patch_size: int = 4,
+    kv_heads: int = 4,
 ):
     """(model, processor); saved in Hugging Face format when a directory is given. An
-    image_size x image_size image gives (image_size / patch_size / 2)^2 image tokens."""
+    image_size x image_size image gives (image_size / patch_size / 2)^2 image tokens. Four
+    attention heads share kv_heads key/value heads (fewer: grouped-query attention)."""
     from transformers import (
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
@@ -79,7 +81,7 @@ def build_tiny_qwen2_vl(
             "intermediate_size": 2 * hidden,
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
-            "num_key_value_heads": 4,
+            "num_key_value_heads": kv_heads,
             "max_position_embeddings": 512,
             "rope_parameters": {
                 "rope_type": "default",

@@ -37,6 +37,13 @@ def test_a_bad_file_is_named(tmp_path):
         load_algorithm(str(path))
 
 
+def test_a_deeply_nested_file_is_named_not_a_traceback(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("search: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    with pytest.raises(RuntimeError, match="deep.yaml.*nested too deeply"):
+        load_algorithm(str(path))
+
+
 def test_every_algorithm_field_has_help_and_appears_once_in_the_reference():
     names = [name for name, _, _ in algorithm_fields()]
     assert (

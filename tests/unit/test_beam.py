@@ -147,3 +147,28 @@ def test_a_stop_ranked_below_the_group_size_is_not_finished():
     assert hyps[0].tokens == (0, 2)
     assert [h.score for h in hyps] == pytest.approx([-1.0498, -2.7081], abs=1e-4)
     assert hyps[1].tokens[:2] == (1, 0)
+
+
+def test_a_stop_token_that_ends_nothing_keeps_the_beam_running():
+    """Tokens: 0 "Mr", 1 ".", 2 "Smith". After "Mr" the period is the likeliest token, but
+    `ends` says "Mr." ends no sentence, so the beam goes on to "Mr. Smith."; without `ends`
+    it stops at "Mr."."""
+
+    def table(history):
+        if history == ():
+            return [0.7, 0.1, 0.2]
+        if history[-1] == 0:
+            return [0.05, 0.9, 0.05]
+        if history[-2:] == (0, 1):
+            return [0.05, 0.05, 0.9]
+        return [0.05, 0.9, 0.05]
+
+    def ends(tokens):
+        return tuple(tokens[-2:]) != (0, 1)
+
+    lm = HistoryLM(vocab=3, table=table)
+    [plain] = diverse_beam_search(lm.start(1), lm.step, {1}, 1, 1, 0.0, 6)
+    assert plain[0].tokens == (0, 1) and plain[0].stopped
+    lm = HistoryLM(vocab=3, table=table)
+    [checked] = diverse_beam_search(lm.start(1), lm.step, {1}, 1, 1, 0.0, 6, ends=ends)
+    assert checked[0].tokens == (0, 1, 2, 1) and checked[0].stopped

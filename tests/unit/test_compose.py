@@ -214,3 +214,11 @@ def test_docker_compose_accepts_the_file(tmp_path):
         check=False,
     )
     assert bad.returncode != 0 and "set REDIS_PASSWORD in .env" in bad.stderr
+
+
+def test_the_admin_token_is_required_and_the_trainer_sends_the_generators_one():
+    required = "${CSR_GENERATOR_ADMIN_TOKEN:?set CSR_GENERATOR_ADMIN_TOKEN in .env}"
+    for name in GENERATORS:
+        assert SERVICES[name]["environment"]["CSR_GENERATOR_ADMIN_TOKEN"] == required
+    assert SERVICES["trainer"]["environment"]["CSR_TRAINER_GENERATOR_ADMIN_TOKEN"] == required
+    assert ENV_EXAMPLE["CSR_GENERATOR_ADMIN_TOKEN"]

@@ -313,6 +313,10 @@ BREAKAGES = {
         lambda d: plain(env(d, "csr-generator", "CSR_GENERATOR_REWARD_TOKEN"), "abc"),
         "REWARD_TOKEN is not read from a Secret",
     ),
+    "an admin token in plain text": (
+        lambda d: plain(env(d, "csr-generator", "CSR_GENERATOR_ADMIN_TOKEN"), "abc"),
+        "ADMIN_TOKEN is not read from a Secret",
+    ),
     "a password in plain text": (
         lambda d: env(d, "csr-trainer", "CSR_TRAINER_REDIS_URL").update(
             value="redis://:hunter2@csr-redis:6379/0"
@@ -462,4 +466,17 @@ def test_the_settings_and_secrets_have_the_names_compose_gives_them():
     settings = env_keys(KUBE / "base" / "settings.env")
     secrets = env_keys(KUBE / OVERLAY / "secrets.env.example")
     assert {"CSR_VLM_MODEL", "CSR_REWARD_MODEL", "CSR_PROMPT_SET"} <= settings <= compose_names
-    assert secrets == {"REDIS_PASSWORD", "CSR_REWARD_TOKEN"} and secrets <= compose_names
+    assert secrets == {"REDIS_PASSWORD", "CSR_REWARD_TOKEN", "CSR_GENERATOR_ADMIN_TOKEN"}
+    assert secrets <= compose_names
+
+
+def test_the_generators_admin_token_comes_from_the_secret_and_the_trainer_has_it(docs):
+    refs = [
+        env(docs, "csr-generator", "CSR_GENERATOR_ADMIN_TOKEN"),
+        env(docs, "csr-trainer", "CSR_TRAINER_GENERATOR_ADMIN_TOKEN"),
+    ]
+    keys = {
+        (r["valueFrom"]["secretKeyRef"]["name"], r["valueFrom"]["secretKeyRef"]["key"])
+        for r in refs
+    }
+    assert len(keys) == 1 and next(iter(keys))[1] == "CSR_GENERATOR_ADMIN_TOKEN"

@@ -6,7 +6,15 @@ import pytest
 import torch
 from transformers import LlavaConfig, Qwen2VLConfig
 
-from services.generator.memory import AccountingError, expansion_kv_bytes, kv_bytes_per_token
+from csr.config import SearchConfig
+from services.generator.memory import (
+    AccountingError,
+    engine_expansion_kv_bytes,
+    expansion_kv_bytes,
+    kv_budget_bytes,
+    kv_bytes_per_token,
+    search_kv_bytes,
+)
 
 LLAVA_7B_TEXT = {
     "model_type": "llama",
@@ -56,3 +64,29 @@ def test_bad_counts_and_configs_are_named():
         expansion_kv_bytes(config, torch.float16, [10], 0, 5, shared=True)
     with pytest.raises(AccountingError, match="lacks a field"):
         kv_bytes_per_token(object(), torch.float16)
+
+
+def test_the_engines_expansion_holds_prompts_and_prefixes_once():
+    # LLaVA-1.5-7B, fp16: 524,288 bytes a token, 32 layers. Prompts of 650 and 640 tokens
+    # (the block pads to 650), 3 prefixes each padded to 40 tokens, 5 beams x 74 new tokens:
+    # 2 * 650 + 6 * 40 + 30 * 74 = 1,300 + 240 + 2,220 = 3,760 tokens, plus one layer's keys
+    # of the rows (2,220 tokens x 524,288 / 64 = 18,186,240 bytes) to swap with on reorder
+    config = LlavaConfig(text_config=LLAVA_7B_TEXT)
+    held = engine_expansion_kv_bytes(config, torch.float16, [650, 640], 3, 5, 40, 74)
+    assert held == 524_288 * 3_760 + 18_186_240
+
+
+def test_a_search_is_sized_at_the_search_settings_limits():
+    # the paper's search: 1 + 2 prefixes kept, 5 beams, 74 new tokens, responses up to 256
+    # tokens. Qwen2-VL-7B bf16 (57,344 bytes a token, 28 layers), prompts of 1,000 and 800:
+    # 2 * 1,000 + 6 * 256 + 30 * 74 = 2,000 + 1,536 + 2,220 = 5,756 tokens, plus
+    # 2,220 x 57,344 / 56 = 2,273,280 bytes of swap buffer
+    config = Qwen2VLConfig(text_config=QWEN2_VL_7B_TEXT)
+    assert search_kv_bytes(config, torch.bfloat16, [1000, 800], SearchConfig()) == (
+        57_344 * 5_756 + 2_273_280
+    )
+
+
+def test_the_budget_is_the_setting_or_a_fixed_amount_on_the_cpu():
+    assert kv_budget_bytes(1.5, torch.device("cpu")) == 3 * 2**29
+    assert kv_budget_bytes(None, torch.device("cpu")) == 4 * 2**30

@@ -70,3 +70,21 @@ def test_banned_tokens_are_never_drawn():
     lm = HistoryLM(3, table=lambda history: [0.0, 0.5, 0.5])  # log(0) = -inf: banned
     hyps = sample_sentences(lm.start(1), lm.step, {2}, 200, 3, 5.0, [prefix_generator(0, "p")])
     assert all(0 not in h.tokens for h in hyps[0])
+
+
+def test_a_sampled_stop_token_that_ends_nothing_keeps_sampling():
+    """Token 1 is always drawn (all mass on it) but ends a sample only at its third draw."""
+    import torch
+
+    from services.generator.sampling import prefix_generator, sample_sentences
+
+    certain = torch.log(torch.tensor([[1e-9, 1.0 - 2e-9, 1e-9]]))
+
+    def step(parents, tokens):
+        return certain.repeat(len(parents), 1)
+
+    [hyps] = sample_sentences(
+        certain, step, {1}, 2, 8, 1.0, [prefix_generator(0, "p")], ends=lambda t: len(t) >= 3
+    )
+    assert [h.tokens for h in hyps] == [(1, 1, 1), (1, 1, 1)]
+    assert all(h.stopped for h in hyps)

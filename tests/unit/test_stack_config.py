@@ -67,3 +67,51 @@ def test_a_bad_algorithm_section_is_refused_before_anything_starts(tmp_path, dat
 def test_an_algorithm_setting_among_a_services_settings_is_pointed_to_the_file():
     with pytest.raises(StackConfigError, match="dpo.learning_rate"):
         check_settings("trainer", {"CSR_TRAINER_LEARNING_RATE": "5e-4"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("reward: 5", "reward must be a mapping of settings, workers"),
+        ("generator: [1]", "generator must be a mapping of replicas, settings"),
+        ("reward: {workers: 2, setings: {}}", "reward has unknown keys \\['setings'\\]"),
+        ("trainer: {replicas: 2}", "trainer has unknown keys \\['replicas'\\]"),
+        ("run_dir: [1]", "run_dir must be a directory path"),
+        ("run_dir: null", "run_dir must be a directory path"),
+        ("reward: {settings: {MODEL: [1, 2]}}", "reward.settings.MODEL = list: a setting is"),
+        ("reward: {settings: {MODEL: null}}", "reward.settings.MODEL is empty"),
+        ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
+    ],
+)
+def test_a_malformed_csr_up_file_is_refused_by_name(tmp_path, text, message):
+    path = tmp_path / "csr.yaml"
+    path.write_text(text)
+    with pytest.raises(StackConfigError, match=message):
+        load_stack_config(path)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    levels = "".join(
+        f"      - &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]\n" for n in range(1, 9)
+    )  # 10**8 values once expanded, 80 aliases as written
+    path = tmp_path / "csr.yaml"
+    path.write_text(f"algorithm:\n  search:\n    max_sentences:\n      - &l0 x\n{levels}")
+    with pytest.raises(StackConfigError, match="aliases"):
+        load_stack_config(path)
+
+
+def test_csr_up_gives_the_generators_and_the_trainer_one_new_admin_token_per_run(tmp_path):
+    from services.stack.up import plan
+
+    config = load_stack_config(write(tmp_path, {"generator": {"replicas": 2}}))
+    first, second = plan(config, {}, "unix:///r.sock"), plan(config, {}, "unix:///r.sock")
+    tokens = {
+        s.env.get("CSR_GENERATOR_ADMIN_TOKEN") or s.env.get("CSR_TRAINER_GENERATOR_ADMIN_TOKEN")
+        for s in first
+        if not s.name.startswith("reward")
+    }
+    [token] = tokens
+    assert len(token) >= 32
+    assert token not in {s.env.get("CSR_TRAINER_GENERATOR_ADMIN_TOKEN") for s in second}
+    with pytest.raises(StackConfigError, match="ADMIN_TOKEN"):
+        load_stack_config(write(tmp_path, {"generator": {"settings": {"ADMIN_TOKEN": "mine"}}}))
