@@ -55,6 +55,16 @@ VARIANTS: dict[str, dict] = {
     "e25-m5": {"selection": {"min_margin": 5.0}, "reward": {"end_relevance": 25.0}},
     "e30-m5": {"selection": {"min_margin": 5.0}, "reward": {"end_relevance": 30.0}},
     "e25": {"reward": {"end_relevance": 25.0}},
+    "e30": {"reward": {"end_relevance": 30.0}},
+    "e20": {"reward": {"end_relevance": 20.0}},
+    "sum-b35": {
+        "selection": {"aggregation": "sum"},
+        "reward": {**FREE_END, "relevance_baseline": 35.0},
+    },
+    "sum-b45": {
+        "selection": {"aggregation": "sum"},
+        "reward": {**FREE_END, "relevance_baseline": 45.0},
+    },
 }
 # The toy world's algorithm settings: the paper's (group beam search 5/5/3.0, lambda 0.9,
 # R_T the product of token probabilities) and the project's path mean, plus settings that
@@ -95,7 +105,7 @@ class RunPlan:
     prompts: int = 300
     iterations: int = 3
     generator_batch: int = 16
-    eval_scenes: int = 200
+    eval_scenes: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("prompts", "iterations", "generator_batch", "eval_scenes"):
@@ -316,7 +326,14 @@ def run_experiments(
     from rich.console import Console
 
     from toyworld.report import PROGRESS as PROGRESS_COLUMNS
-    from toyworld.report import console_table, markdown, plot, progress_rows, table_rows
+    from toyworld.report import (
+        console_table,
+        markdown,
+        plot,
+        progress_rows,
+        seed_markdown,
+        table_rows,
+    )
 
     terminal = Console(highlight=False)
     runs: dict[str, list[list[dict]]] = {}
@@ -349,7 +366,8 @@ def run_experiments(
     )
     main = complete.get("csr")
     progress = progress_rows(main) if main and len(main[0]) > 1 else None
-    text = markdown(rows, len(set(seeds)), failed, progress, plan.eval_scenes)
+    by_seed = seed_markdown(list(dict.fromkeys(seeds)), main) if progress and main else ""
+    text = markdown(rows, len(set(seeds)), failed, progress, plan.eval_scenes, by_seed)
     (out / "results.md").write_text(text)
     figure = plot(complete, out / "plots" / "metrics-by-iteration.png")
     terminal.print(

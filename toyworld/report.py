@@ -70,12 +70,30 @@ def progress_markdown(rows, variant: str = "csr") -> str:
     return "\n".join(lines)
 
 
+def seed_markdown(seeds: Sequence[int], runs: Sequence[Sequence[Mapping]]) -> str:
+    """One line per seed of a variant's runs: CHAIR_s at every iteration, the last as a
+    fraction of the base's, and recall and POPE accuracy of the base and the last."""
+    path = dict(METRICS)
+    last = len(runs[0]) - 1
+    head = ["seed", "CHAIR_s base", *(f"iteration {t}" for t in range(1, last + 1))]
+    head += [f"{last} / base", "recall base", f"recall {last}", "POPE acc base", f"POPE acc {last}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for seed, run in zip(seeds, runs):
+        chair_s = [metric(e, path["CHAIR_s"]) for e in run]
+        cells = [str(seed), *(f"{v:.3f}" for v in chair_s), f"{chair_s[-1] / chair_s[0]:.2f}"]
+        for name in ("recall", "POPE acc"):
+            cells += [f"{metric(run[0], path[name]):.3f}", f"{metric(run[-1], path[name]):.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(
     rows,
     seeds: int,
     failed: Mapping[str, Mapping[int, str]] | None = None,
     progress=None,
     scenes: int | None = None,
+    by_seed: str = "",
 ) -> str:
     header = "| model | " + " | ".join(name for name, _ in METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
@@ -95,6 +113,8 @@ def markdown(
     text = "\n".join(lines) + f"\n\n{held_out}{spread}; POPE on adversarial negatives.\n"
     if progress:
         text += "\n" + progress_markdown(progress) + "\n"
+    if by_seed:
+        text += "\n" + by_seed + "\n"
     return text + notes
 
 

@@ -14,7 +14,7 @@ from toyworld.experiment import (
     RunPlan,
     algorithm_settings,
 )
-from toyworld.report import markdown, progress_markdown, progress_rows, table_rows
+from toyworld.report import markdown, progress_markdown, progress_rows, seed_markdown, table_rows
 
 
 def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
@@ -110,6 +110,22 @@ def test_changes_and_ratios_are_taken_seed_by_seed():
     assert rows[0][1]["CHAIR_s change"].mean == pytest.approx((-0.2 - 0.3) / 2)
     text = progress_markdown(rows)
     assert "| iteration 2 | 0.450 ± 0.635 | 0.500 | +0.000 ± 1.271 |" in text
+
+
+def test_the_seed_table_has_each_seed_at_every_iteration_and_its_last_over_its_base():
+    runs = [
+        [_evaluation(0.5, 0.9), _evaluation(0.3, 0.8), _evaluation(0.2, 0.85)],
+        [_evaluation(0.4, 0.9), _evaluation(0.1, 0.9), _evaluation(0.3, 0.7)],
+    ]
+    text = seed_markdown([7, 9], runs)
+    assert text.splitlines()[0] == (
+        "| seed | CHAIR_s base | iteration 1 | iteration 2 | 2 / base | recall base | "
+        "recall 2 | POPE acc base | POPE acc 2 |"
+    )
+    # 0.2 / 0.5 = 0.40 and 0.3 / 0.4 = 0.75
+    assert "| 7 | 0.500 | 0.300 | 0.200 | 0.40 | 0.900 | 0.850 | 0.500 | 0.500 |" in text
+    assert "| 9 | 0.400 | 0.100 | 0.300 | 0.75 | 0.900 | 0.700 | 0.500 | 0.500 |" in text
+    assert text in markdown(table_rows({"csr": runs}), 2, by_seed=text)
 
 
 def test_table_rows_base_then_every_csr_iteration_then_each_variant_at_its_last():
