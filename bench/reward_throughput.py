@@ -6,7 +6,14 @@ SENTENCES_PER_REQUEST sentences per call, and measures the same model's raw
 `encode_texts` at the worker's max batch size in this process, side by side. Prints
 sentences/s, the ratio to raw, and p50/p99 request latency. Last line: the ratio at 16 clients.
 
-    .venv/bin/python bench/reward_throughput.py [--seconds 5]
+With --compare-fixed-shapes it starts two workers instead, one with fixed shapes (every
+encoder call max batch rows at the context length, the default) and one without (the
+batch's rows at its longest text), and drives them in turn at each level. Last line: the
+fixed worker's throughput over the other's at 1 client, where batches are smallest.
+--backend hf --model DIR measures a Hugging Face CLIP directory instead (e.g. the toy
+world's runs/toyworld/models/seed-0/clip), whose tokens are padded only with fixed shapes.
+
+    .venv/bin/python bench/reward_throughput.py [--seconds 5] [--compare-fixed-shapes]
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from PIL import Image
 from csr_api.v1 import reward_pb2, reward_pb2_grpc
 from services.reward.models import load_backend
 from services.runtime.lifeline import child_env
-from tests.models.clip import build_tiny_open_clip
+from tests.models.clip import build_tiny_hf_clip, build_tiny_open_clip
 
 MODEL_CFG = {
     "embed_dim": 64,
@@ -62,8 +69,8 @@ def sentences(n: int, seed: int) -> list[str]:
     ]
 
 
-def raw_throughput(model_dir: str, seconds: float) -> float:
-    backend = load_backend("open_clip", model_dir)
+def raw_throughput(model_dir: str, seconds: float, kind: str = "open_clip") -> float:
+    backend = load_backend(kind, model_dir)
     batch = sentences(MAX_BATCH, 0)
     backend.encode_texts(batch)  # warm up
     done, started = 0, time.perf_counter()
@@ -73,9 +80,13 @@ def raw_throughput(model_dir: str, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
-def start_worker(model_dir: str, port: int) -> subprocess.Popen:
+def start_worker(
+    model_dir: str, port: int, backend: str = "open_clip", fixed_shapes: bool = True
+) -> subprocess.Popen:
     env = dict(
         os.environ,
+        CSR_REWARD_BACKEND=backend,
+        CSR_REWARD_FIXED_SHAPES=str(fixed_shapes).lower(),
         CSR_REWARD_MODEL=model_dir,
         CSR_REWARD_GRPC_PORT=str(port),
         CSR_REWARD_HTTP_ENABLED="false",
@@ -130,43 +141,87 @@ def drive(address: str, image_sha: str, clients: int, seconds: float):
     return rate, statistics.median(latencies), p99
 
 
+def ready_worker(model_dir: str, backend: str, fixed_shapes: bool):
+    """(process, address, image sha) of a started worker that holds the bench image."""
+    port = free_port()
+    worker = start_worker(model_dir, port, backend, fixed_shapes)
+    address = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(address)
+    grpc.channel_ready_future(channel).result(timeout=120)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 20, 20)).save(buffer, "PNG")
+    stub = reward_pb2_grpc.RewardServiceStub(channel)
+    sha = stub.Score(
+        reward_pb2.ScoreRequest(image_bytes=buffer.getvalue(), sentences=["warm up ."])
+    ).image_sha256
+    drive(address, sha, 4, 1.0)  # warm up
+    return worker, address, sha
+
+
+def against_raw(model_dir: str, backend: str, seconds: float) -> None:
+    worker, address, sha = ready_worker(model_dir, backend, True)
+    try:
+        rows = []
+        for clients in (1, 4, 16):
+            raw = raw_throughput(model_dir, seconds, backend)  # side by side with each level
+            rate, p50, p99 = drive(address, sha, clients, seconds)
+            rows.append((clients, rate, raw, p50, p99))
+            print(
+                f"clients {clients:2d}: server {rate:8.0f} sentences/s | raw encode_text "
+                f"{raw:8.0f}/s | ratio {rate / raw:5.2f} | p50 {p50 * 1e3:6.1f} ms | "
+                f"p99 {p99 * 1e3:6.1f} ms"
+            )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    print(f"reward_throughput_ratio_16_clients: {rows[-1][1] / rows[-1][2]:.2f}")
+
+
+def fixed_against_dynamic(model_dir: str, backend: str, seconds: float) -> None:
+    workers = {fixed: ready_worker(model_dir, backend, fixed) for fixed in (True, False)}
+    try:
+        ratios = {}
+        for clients in (1, 4, 16):
+            rates = {}
+            for fixed, (_, address, sha) in workers.items():  # in turn, at the same level
+                rates[fixed], p50, p99 = drive(address, sha, clients, seconds)
+                print(
+                    f"clients {clients:2d}, fixed shapes {fixed!s:5s}: {rates[fixed]:8.0f} "
+                    f"sentences/s | p50 {p50 * 1e3:6.1f} ms | p99 {p99 * 1e3:6.1f} ms"
+                )
+            ratios[clients] = rates[True] / rates[False]
+            print(f"clients {clients:2d}: fixed over dynamic {ratios[clients]:5.2f}")
+    finally:
+        for worker, _, _ in workers.values():
+            worker.terminate()
+            worker.wait(30)
+    print(f"reward_fixed_shapes_throughput_ratio_1_client: {ratios[1]:.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="Seconds per measurement.")
+    parser.add_argument(
+        "--compare-fixed-shapes", action="store_true", help="Fixed shapes against dynamic ones."
+    )
+    parser.add_argument("--backend", choices=("open_clip", "hf"), default="open_clip")
+    parser.add_argument("--model", default="", help="A CLIP directory (default: a tiny one).")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(build_tiny_open_clip(tmp, model_cfg=MODEL_CFG))
-        port = free_port()
-        worker = start_worker(model_dir, port)
-        try:
-            address = f"127.0.0.1:{port}"
-            channel = grpc.insecure_channel(address)
-            grpc.channel_ready_future(channel).result(timeout=120)
-            buffer = io.BytesIO()
-            Image.new("RGB", (64, 64), (200, 20, 20)).save(buffer, "PNG")
-            stub = reward_pb2_grpc.RewardServiceStub(channel)
-            sha = stub.Score(
-                reward_pb2.ScoreRequest(image_bytes=buffer.getvalue(), sentences=["warm up ."])
-            ).image_sha256
-            drive(address, sha, 4, 1.0)  # warm up
-            print(
-                f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
-                f"{SENTENCES_PER_REQUEST} sentences/request, max batch {MAX_BATCH}"
-            )
-            rows = []
-            for clients in (1, 4, 16):
-                raw = raw_throughput(model_dir, args.seconds)  # side by side with each level
-                rate, p50, p99 = drive(address, sha, clients, args.seconds)
-                rows.append((clients, rate, raw, p50, p99))
-                print(
-                    f"clients {clients:2d}: server {rate:8.0f} sentences/s | raw encode_text "
-                    f"{raw:8.0f}/s | ratio {rate / raw:5.2f} | p50 {p50 * 1e3:6.1f} ms | "
-                    f"p99 {p99 * 1e3:6.1f} ms"
-                )
-        finally:
-            worker.terminate()
-            worker.wait(30)
-    print(f"reward_throughput_ratio_16_clients: {rows[-1][1] / rows[-1][2]:.2f}")
+        if args.model:
+            model_dir = args.model
+        elif args.backend == "hf":
+            model_dir = str(build_tiny_hf_clip(tmp, context_length=77))
+        else:
+            model_dir = str(build_tiny_open_clip(tmp, model_cfg=MODEL_CFG))
+        print(
+            f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+            f"{SENTENCES_PER_REQUEST} sentences/request, max batch {MAX_BATCH}, {args.backend}"
+        )
+        if args.compare_fixed_shapes:
+            fixed_against_dynamic(model_dir, args.backend, args.seconds)
+        else:
+            against_raw(model_dir, args.backend, args.seconds)
 
 
 if __name__ == "__main__":

@@ -237,8 +237,19 @@ class SelectionConfig:
         "code); sum: the paper's cumulative reward, which rewards length.",
     )
 
+    min_margin: float = setting(
+        0.0,
+        "A prompt yields a pair only if the chosen response's reward exceeds the rejected "
+        "one's by at least this much (in the units of the aggregated reward: R_I's points "
+        "for raw scores); 0 takes any difference, as the paper does. Once a model rarely "
+        "hallucinates on its prompts, its near-ties are the reward model's noise more than a "
+        "preference; the toy world measured how a margin keeps later iterations from "
+        "training on it (README, 'The toy world's settings'). Depends on the reward's scale.",
+    )
+
     def __post_init__(self) -> None:
         _require_choice("aggregation", self.aggregation, AGGREGATIONS)
+        _require_finite("min_margin", self.min_margin, 0.0, 1e6)
 
 
 LANGUAGE_MODEL_LINEAR_LAYERS = (

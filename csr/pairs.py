@@ -37,7 +37,9 @@ def generate_pairs(
     )
     outcomes = []
     for result in results:
-        pair = select_pair(result.finished, config.selection.aggregation)
+        pair = select_pair(
+            result.finished, config.selection.aggregation, config.selection.min_margin
+        )
         record = (
             build_record(result.request, pair, config, iteration, adapter_version)
             if isinstance(pair, PreferencePair)

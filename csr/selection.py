@@ -14,7 +14,13 @@ from csr.search import FinishedPath
 NO_FINISHED_RESPONSE = "no_finished_response"
 SINGLE_RESPONSE = "single_response"
 TIED_REWARDS = "tied_rewards"
-NO_PAIR_REASONS: tuple[str, ...] = (NO_FINISHED_RESPONSE, SINGLE_RESPONSE, TIED_REWARDS)
+SMALL_MARGIN = "small_margin"
+NO_PAIR_REASONS: tuple[str, ...] = (
+    NO_FINISHED_RESPONSE,
+    SINGLE_RESPONSE,
+    TIED_REWARDS,
+    SMALL_MARGIN,
+)
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,15 @@ def distinct_responses(paths: Sequence[FinishedPath]) -> list[FinishedPath]:
     return list(seen.values())
 
 
-def select_pair(paths: Sequence[FinishedPath], aggregation: str) -> PreferencePair | NoPair:
+def select_pair(
+    paths: Sequence[FinishedPath], aggregation: str, min_margin: float = 0.0
+) -> PreferencePair | NoPair:
     """Chosen = highest cumulative reward, rejected = lowest.
 
     Ties: the chosen is the earliest of the best, the rejected the latest of the worst
     (the released code's stable ascending sort of ranks, read from both ends). When every
-    distinct response has the same reward there is no preference to learn: no pair.
+    distinct response has the same reward there is no preference to learn: no pair; nor
+    when the best exceeds the worst by less than `min_margin` (SelectionConfig.min_margin).
     """
     distinct = distinct_responses(paths)
     if not distinct:
@@ -56,6 +65,12 @@ def select_pair(paths: Sequence[FinishedPath], aggregation: str) -> PreferencePa
     best, worst = max(rewards), min(rewards)
     if best == worst:
         return NoPair(TIED_REWARDS, f"all {len(distinct)} distinct responses have reward {best!r}")
+    if best - worst < min_margin:
+        return NoPair(
+            SMALL_MARGIN,
+            f"the best of {len(distinct)} responses beats the worst by {best - worst:.4g}, "
+            f"less than min_margin {min_margin:g}",
+        )
     chosen = rewards.index(best)
     rejected = len(rewards) - 1 - rewards[::-1].index(worst)
     return PreferencePair(distinct[chosen], distinct[rejected], best, worst, len(distinct))

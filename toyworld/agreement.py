@@ -18,6 +18,8 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from csr.evaluation.agreement import NothingToCompare, Pair, PairAgreement, pair_agreement
 from csr.evaluation.metrics import ChairResult, chair
 from toyworld.evaluate import VOCABULARY
@@ -107,6 +109,7 @@ class _Searcher:
 
         self.model, self.processor = load_model(vlm, adapter)
         self.clip = load_backend("hf", str(clip), "", "cpu", "fp32")
+        self.clip.pad_to_context = True  # as a reward worker with fixed shapes
         self.items = load_prompt_set(str(prompt_file), 1)  # as the generator reads it
         root = prompt_file.parent / "images"
         self.images = {}
@@ -117,13 +120,19 @@ class _Searcher:
         self._image_embeddings: dict[str, object] = {}
 
     def relevance(self, image_ref: str, sentences) -> list[float]:
+        """R_I as a reward worker with its default settings computes it, to the bit: texts
+        encoded in fixed shapes, cosines row by row."""
         from csr.rewards import relevance_score
+        from services.reward.batcher import encode_in_chunks
+        from services.reward.scorer import row_cosines
+        from services.reward.settings import RewardSettings
 
         if image_ref not in self._image_embeddings:
-            self._image_embeddings[image_ref] = self.clip.encode_images([self.images[image_ref]])
-        texts = self.clip.encode_texts(list(sentences))
-        cosines = (self._image_embeddings[image_ref] @ texts.T)[0].clamp(-1.0, 1.0)
-        return [relevance_score(c) for c in cosines.tolist()]
+            self._image_embeddings[image_ref] = self.clip.encode_images([self.images[image_ref]])[0]
+        size = RewardSettings().max_batch_size
+        texts = encode_in_chunks(self.clip.encode_texts, list(sentences), size, fixed=True)
+        cosines = row_cosines(torch.stack(texts), self._image_embeddings[image_ref])
+        return [relevance_score(c) for c in cosines.clamp(-1.0, 1.0).tolist()]
 
     def pairs(self, algorithm: dict) -> dict[str, Pair | None]:
         from csr.config import CSRConfig

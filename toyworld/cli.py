@@ -36,7 +36,7 @@ def eval_command(
     adapter: Annotated[
         list[Path], typer.Option(help="Adapter version directory; repeat to compare several.")
     ] = [],  # noqa: B006
-    count: Annotated[int, typer.Option(help="Held-out scenes.")] = 200,
+    count: Annotated[int, typer.Option(help="Held-out scenes.")] = 1000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
     plot: Annotated[
         Path | None,
@@ -106,7 +106,7 @@ def run_command(
     ] = ["csr"],  # noqa: B006
     iterations: Annotated[int, typer.Option(help="CSR iterations T.")] = 3,
     prompts: Annotated[int, typer.Option(help="Training prompts per iteration.")] = 300,
-    eval_scenes: Annotated[int, typer.Option(help="Held-out scenes evaluated.")] = 200,
+    eval_scenes: Annotated[int, typer.Option(help="Held-out scenes evaluated.")] = 1000,
     logs: Annotated[
         str,
         typer.Option(

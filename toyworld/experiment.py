@@ -49,6 +49,22 @@ VARIANTS: dict[str, dict] = {
     # lambda weighs comparable numbers; with raw scores R_T (<= 1) barely moves R (0-100)
     "rank": {"reward": {"normalization": "rank"}},
     "rank-lambda-1": {"reward": {"normalization": "rank", "lam": 1.0}},
+    "margin-3": {"selection": {"min_margin": 3.0}},
+    "margin-5": {"selection": {"min_margin": 5.0}},
+    "margin-8": {"selection": {"min_margin": 8.0}},
+    "e25-m5": {"selection": {"min_margin": 5.0}, "reward": {"end_relevance": 25.0}},
+    "e30-m5": {"selection": {"min_margin": 5.0}, "reward": {"end_relevance": 30.0}},
+    "e25": {"reward": {"end_relevance": 25.0}},
+    "e30": {"reward": {"end_relevance": 30.0}},
+    "e20": {"reward": {"end_relevance": 20.0}},
+    "sum-b35": {
+        "selection": {"aggregation": "sum"},
+        "reward": {**FREE_END, "relevance_baseline": 35.0},
+    },
+    "sum-b45": {
+        "selection": {"aggregation": "sum"},
+        "reward": {**FREE_END, "relevance_baseline": 45.0},
+    },
 }
 # The toy world's algorithm settings: the paper's (group beam search 5/5/3.0, lambda 0.9,
 # R_T the product of token probabilities) and the project's path mean, plus settings that
@@ -89,7 +105,7 @@ class RunPlan:
     prompts: int = 300
     iterations: int = 3
     generator_batch: int = 16
-    eval_scenes: int = 200
+    eval_scenes: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("prompts", "iterations", "generator_batch", "eval_scenes"):
@@ -179,6 +195,7 @@ class RunResult:
 def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> RunResult:
     """One variant on one seed: `csr up` for T iterations, then every iteration evaluated."""
     from toyworld.build import build_toyworld
+    from toyworld.evaluate import EVALUATOR
 
     algorithm_data = algorithm_settings(variant, seed, plan)
     directory = out / variant / f"seed-{seed}"
@@ -187,12 +204,14 @@ def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> R
     wanted = {
         "variant": variant,
         "seed": seed,
-        "plan": asdict(plan),
+        "plan": {k: v for k, v in asdict(plan).items() if k != "eval_scenes"},
         "algorithm": algorithm_data,
         "models": models.record["sha256"],
     }
+    # another evaluation (scenes, evaluator) evaluates the run's adapters again, not re-runs it
+    evaluated = {**wanted, "eval_scenes": plan.eval_scenes, "evaluator": EVALUATOR}
     done = _read_json(record)
-    if done and {k: done.get(k) for k in wanted} == wanted:
+    if done and {k: done.get(k) for k in evaluated} == evaluated:
         console.print(f"{variant} seed {seed}: already evaluated ({record})")
         return RunResult(variant, seed, done["evaluations"], directory)
     _start_afresh_unless(directory, wanted)
@@ -207,7 +226,7 @@ def run_variant(out: Path, variant: str, seed: int, plan: RunPlan, console) -> R
     evaluations += [_evaluate(models.vlm, adapter, plan.eval_scenes) for adapter in adapters]
     for iteration, evaluation in enumerate(evaluations):
         evaluation["iteration"] = iteration
-    record.write_text(json.dumps({**wanted, "evaluations": evaluations}, indent=2))
+    record.write_text(json.dumps({**evaluated, "evaluations": evaluations}, indent=2))
     return RunResult(variant, seed, evaluations, directory)
 
 
@@ -258,12 +277,15 @@ def _all_closed(store, iterations: int) -> bool:
 
 def base_evaluation(out: Path, seed: int, models, count: int) -> dict:
     """The base model's evaluation, once per seed and build (every variant starts from it)."""
+    from toyworld.evaluate import EVALUATOR
+
     path = out / "models" / f"seed-{seed}" / f"base-eval-{count}.json"
+    made = {"models": models.record["sha256"], "evaluator": EVALUATOR}
     cached = _read_json(path)
-    if cached is not None and cached.get("models") == models.record["sha256"]:
+    if cached is not None and {k: cached.get(k) for k in made} == made:
         return cached["evaluation"]
     result = _evaluate(models.vlm, None, count)
-    path.write_text(json.dumps({"models": models.record["sha256"], "evaluation": result}, indent=2))
+    path.write_text(json.dumps({**made, "evaluation": result}, indent=2))
     return result
 
 
@@ -303,7 +325,15 @@ def run_experiments(
     and the plot across iterations; returns the runs by variant."""
     from rich.console import Console
 
-    from toyworld.report import console_table, markdown, plot, table_rows
+    from toyworld.report import PROGRESS as PROGRESS_COLUMNS
+    from toyworld.report import (
+        console_table,
+        markdown,
+        plot,
+        progress_rows,
+        seed_markdown,
+        table_rows,
+    )
 
     terminal = Console(highlight=False)
     runs: dict[str, list[list[dict]]] = {}
@@ -334,7 +364,11 @@ def run_experiments(
             indent=2,
         )
     )
-    (out / "results.md").write_text(markdown(rows, len(set(seeds)), failed))
+    main = complete.get("csr")
+    progress = progress_rows(main) if main and len(main[0]) > 1 else None
+    by_seed = seed_markdown(list(dict.fromkeys(seeds)), main) if progress and main else ""
+    text = markdown(rows, len(set(seeds)), failed, progress, plan.eval_scenes, by_seed)
+    (out / "results.md").write_text(text)
     figure = plot(complete, out / "plots" / "metrics-by-iteration.png")
     terminal.print(
         console_table(
@@ -343,6 +377,8 @@ def run_experiments(
             f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}",
         )
     )
+    if progress:
+        terminal.print(console_table(progress, "csr, seed by seed", PROGRESS_COLUMNS))
     terminal.print(f"results: {out / 'results.md'}, {out / 'results.json'}")
     terminal.print(f"plot:    {figure}")
     return runs

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from csr.evaluation.summary import METRICS, Spread, summarise
+from csr.evaluation.summary import METRICS, Spread, change, metric, ratio, summarise
 
 Runs = Mapping[str, Sequence[Sequence[Mapping]]]  # variant -> one run (evaluations) per seed
 
@@ -26,26 +26,105 @@ def table_rows(runs: Runs, main: str = "csr") -> list[tuple[str, dict[str, Sprea
     return rows
 
 
-def markdown(rows, seeds: int, failed: Mapping[str, Mapping[int, str]] | None = None) -> str:
+PROGRESS = (
+    "CHAIR_s / base",
+    "worst seed",
+    "CHAIR_s change",
+    "recall − base",
+    "POPE acc − base",
+)
+
+
+def progress_rows(seeds: Sequence[Sequence[Mapping]]) -> list[tuple[str, dict[str, Spread]]]:
+    """One row per iteration of a variant, seed by seed: CHAIR_s as a fraction of the base
+    model's (the mean, and the highest of any seed), its change from the iteration before,
+    and recall and POPE accuracy against the base model's."""
+    rows = []
+    for t in range(1, len(seeds[0])):
+        step, whole = change(seeds, t - 1, t), change(seeds, 0, t)
+        path = dict(METRICS)["CHAIR_s"]
+        worst = max(metric(run[t], path) / metric(run[0], path) for run in seeds)
+        figures = {
+            "CHAIR_s / base": ratio(seeds, t, "CHAIR_s"),
+            "worst seed": Spread(worst, 0.0, 1),
+            "CHAIR_s change": step["CHAIR_s"],
+            "recall − base": whole["recall"],
+            "POPE acc − base": whole["POPE acc"],
+        }
+        rows.append((f"iteration {t}", figures))
+    return rows
+
+
+def _signed(spread: Spread) -> str:
+    text = str(spread)
+    return text if text.startswith("-") else f"+{text}"
+
+
+def progress_markdown(rows, variant: str = "csr") -> str:
+    lines = [f"| {variant}, seed by seed | " + " | ".join(PROGRESS) + " |"]
+    lines.append("|" + "---|" * (len(PROGRESS) + 1))
+    for label, figures in rows:
+        cells = [str(figures[name]) for name in PROGRESS[:2]]
+        cells += [_signed(figures[name]) for name in PROGRESS[2:]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_markdown(seeds: Sequence[int], runs: Sequence[Sequence[Mapping]]) -> str:
+    """One line per seed of a variant's runs: CHAIR_s at every iteration, the last as a
+    fraction of the base's, and recall and POPE accuracy of the base and the last."""
+    path = dict(METRICS)
+    last = len(runs[0]) - 1
+    head = ["seed", "CHAIR_s base", *(f"iteration {t}" for t in range(1, last + 1))]
+    head += [f"{last} / base", "recall base", f"recall {last}", "POPE acc base", f"POPE acc {last}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for seed, run in zip(seeds, runs):
+        chair_s = [metric(e, path["CHAIR_s"]) for e in run]
+        cells = [str(seed), *(f"{v:.3f}" for v in chair_s), f"{chair_s[-1] / chair_s[0]:.2f}"]
+        for name in ("recall", "POPE acc"):
+            cells += [f"{metric(run[0], path[name]):.3f}", f"{metric(run[-1], path[name]):.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(
+    rows,
+    seeds: int,
+    failed: Mapping[str, Mapping[int, str]] | None = None,
+    progress=None,
+    scenes: int | None = None,
+    by_seed: str = "",
+) -> str:
     header = "| model | " + " | ".join(name for name, _ in METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
     for label, figures in rows:
         lines.append(f"| {label} | " + " | ".join(str(figures[name]) for name, _ in METRICS) + " |")
-    spread = f"mean ± sample std over {seeds} seeds" if seeds > 1 else "one seed"
+    spread = (
+        f"mean ± half-width of its 95 % confidence interval over {seeds} seeds"
+        if seeds > 1
+        else "one seed"
+    )
+    held_out = f"{scenes} held-out scenes per seed; " if scenes else ""
     notes = "".join(
         f"\n- {variant} did not finish (seed {seed}): {why}\n"
         for variant, seeds_failed in (failed or {}).items()
         for seed, why in seeds_failed.items()
     )
-    return "\n".join(lines) + f"\n\n{spread}; POPE on adversarial negatives.\n" + notes
+    text = "\n".join(lines) + f"\n\n{held_out}{spread}; POPE on adversarial negatives.\n"
+    if progress:
+        text += "\n" + progress_markdown(progress) + "\n"
+    if by_seed:
+        text += "\n" + by_seed + "\n"
+    return text + notes
 
 
-def console_table(rows, title: str):
+def console_table(rows, title: str, columns: Sequence[str] = ()):
     from rich.table import Table
 
-    table = Table(*["model", *(name for name, _ in METRICS)], title=title)
+    columns = list(columns) or [name for name, _ in METRICS]
+    table = Table(*["model", *columns], title=title)
     for label, figures in rows:
-        table.add_row(label, *(str(figures[name]) for name, _ in METRICS))
+        table.add_row(label, *(str(figures[name]) for name in columns))
     return table
 
 

@@ -4,6 +4,12 @@ Owns the queue: sentences from concurrent requests are gathered into one encoder
 most max_batch_size sentences, waiting at most max_wait for it to fill. Past max_queue
 queued sentences, new work is refused at once (Overloaded) instead of piling up. A request
 whose caller gave up (its future was cancelled, e.g. a passed deadline) is skipped.
+
+With fixed shapes, every encoder call has exactly max_batch_size rows (the last chunk filled
+up with copies of its first text, whose results are dropped). Matrix kernels pick their
+blocking, and so the order of their float sums, from the shapes they are given; with one
+shape a sentence's embedding is the same bits whatever it was batched with, so a search
+that sends the same sentences gets the same scores however the requests interleave.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ class TextBatcher:
         max_wait_s: float,
         max_queue: int,
         metrics: RewardMetrics,
+        fixed_shapes: bool = False,
     ):
         self._encode, self._executor = encode, executor
+        self.fixed_shapes = fixed_shapes
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self._metrics = metrics
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -133,9 +141,20 @@ class TextBatcher:
             start += len(item.texts)
 
     def _encode_chunks(self, texts: list[str]) -> list[Any]:
-        out: list[Any] = []
         for start in range(0, len(texts), self.max_batch_size):
-            chunk = texts[start : start + self.max_batch_size]
-            self._metrics.batch_size.observe(len(chunk))
-            out.extend(self._encode(chunk))
-        return out
+            self._metrics.batch_size.observe(len(texts[start : start + self.max_batch_size]))
+        return encode_in_chunks(self._encode, texts, self.max_batch_size, self.fixed_shapes)
+
+
+def encode_in_chunks(
+    encode: Callable[[list[str]], list[Any]], texts: list[str], size: int, fixed: bool
+) -> list[Any]:
+    """`encode` over chunks of at most `size` texts, results in order. With `fixed`, every
+    call gets exactly `size` texts: a short chunk is filled up with copies of its first text,
+    whose results are dropped (fixed shapes, see the module docstring)."""
+    out: list[Any] = []
+    for start in range(0, len(texts), size):
+        chunk = texts[start : start + size]
+        filler = [chunk[0]] * (size - len(chunk)) if fixed else []
+        out.extend(list(encode(chunk + filler))[: len(chunk)])
+    return out

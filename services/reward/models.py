@@ -70,9 +70,14 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 class ClipBackend:
-    """Shared plumbing: device, autocast, normalisation. Subclasses load and encode."""
+    """Shared plumbing: device, autocast, normalisation. Subclasses load and encode.
+
+    pad_to_context: tokenise every text to the full context length, not to the batch's
+    longest, so that a text's embedding does not depend on its batch (open_clip always
+    does; set by the scorer with fixed shapes)."""
 
     info: ModelInfo
+    pad_to_context: bool = False
 
     def __init__(self, device: torch.device, precision: str):
         self.device = device
@@ -238,7 +243,7 @@ class HFClipBackend(ClipBackend):
         flags = [len(ids) > self.context_length for ids in full]
         tokens = self._tokenizer(
             texts,
-            padding=True,
+            padding="max_length" if self.pad_to_context else True,
             truncation=True,
             max_length=self.context_length,
             return_tensors="pt",

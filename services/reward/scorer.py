@@ -56,6 +56,12 @@ class ScoreResult:
     scores: list[Score]
 
 
+def row_cosines(texts: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Each row of `texts` (n, d) dotted with `image` (d,), row by row: a matrix-vector
+    product's float sums depend on n, this one's do not."""
+    return (texts * image).sum(-1)
+
+
 class Scorer:
     def __init__(
         self,
@@ -68,6 +74,7 @@ class Scorer:
         self._executor = executor
         self.cache = EmbeddingCache(settings.cache_bytes)
         self._inflight: dict[str, asyncio.Future] = {}
+        backend.pad_to_context = settings.fixed_shapes
         self.batcher = TextBatcher(
             self._encode_texts,
             executor,
@@ -75,6 +82,7 @@ class Scorer:
             settings.max_wait_ms / 1000.0,
             settings.max_queue_sentences,
             metrics,
+            fixed_shapes=settings.fixed_shapes,
         )
 
     def _encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, bool]]:
@@ -106,7 +114,7 @@ class Scorer:
         sha, image = await self._image_embedding(image_bytes, image_sha256)
         encoded = await self.batcher.submit(sentences)
         self.metrics.sentences.inc(len(sentences))
-        cosines = torch.stack([emb for emb, _ in encoded]) @ image
+        cosines = row_cosines(torch.stack([emb for emb, _ in encoded]), image)
         scores = [
             Score(relevance_score(c), c, truncated)
             for c, (_, truncated) in zip(cosines.clamp(-1.0, 1.0).tolist(), encoded)

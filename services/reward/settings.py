@@ -49,6 +49,14 @@ class RewardSettings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
     http_enabled: bool = Field(True, description="Serve the HTTP API beside gRPC.")
     max_batch_size: int = Field(64, ge=1, description="Most sentences in one text-encoder batch.")
+    fixed_shapes: bool = Field(
+        True,
+        description="Every text-encoder call has max_batch_size rows, each padded to the "
+        "context length, so a sentence's score depends on the sentence and the image only, "
+        "not on what it was batched with: repeated runs score alike. false: pad to the "
+        "batch's longest text and encode only the rows there are (faster on a CPU with small "
+        "batches; scores then vary in their last bits with the load).",
+    )
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a sentence waits for its batch to fill."
     )

@@ -161,22 +161,25 @@ class PromptStreams:
         With seal, each iteration of the items is then marked whole: an iteration counts as
         complete only when sealed, so a crash in the middle of queuing it (some items in,
         others not) cannot pass for a finished iteration; queuing again completes it."""
-        added = 0
-        for item in items:  # marking and queuing in one atomic step: a crash loses nothing
-            added += int(
-                self._enqueue(
-                    keys=[LOADED, PROMPTS, QUEUED],
-                    args=[
-                        f"{item.iteration}:{item.prompt_id}",
-                        item.prompt_id,
-                        item.prompt,
-                        item.image,
-                        str(item.iteration),
-                        item.adapter,
-                        item.adapter_version,
-                    ],
-                )
+        # Marking and queuing each item in one atomic step (a crash loses nothing), and all
+        # of them in one transaction: a replica waiting for work sees the whole set at once,
+        # so its batches (and with them the search's float sums) do not depend on timing.
+        pipe = self.redis.pipeline(transaction=True)
+        for item in items:
+            self._enqueue(
+                keys=[LOADED, PROMPTS, QUEUED],
+                args=[
+                    f"{item.iteration}:{item.prompt_id}",
+                    item.prompt_id,
+                    item.prompt,
+                    item.image,
+                    str(item.iteration),
+                    item.adapter,
+                    item.adapter_version,
+                ],
+                client=pipe,
             )
+        added = sum(int(result) for result in pipe.execute()) if items else 0
         if seal and items:
             self.redis.hset(SEALED, mapping={str(i.iteration): 1 for i in items})
         return added

@@ -228,6 +228,7 @@ def train_update(
         raise ValueError("a DPO update needs at least one preference pair")
     output_dir = Path(output_dir)
     device = str(next(base_model.parameters()).device)
+    torch.manual_seed(seed)  # before the fresh LoRA's random A: the same seed, the same update
     model = policy_model(base_model, previous_adapter, dpo)
     args = dpo_config(dpo, output_dir, seed=seed, checkpoint_steps=checkpoint_steps, device=device)
     callbacks = list(callbacks)
@@ -236,7 +237,6 @@ def train_update(
         callbacks.append(stopper)
     if logging_dir is not None:
         callbacks.append(tensorboard_callback(Path(logging_dir) / output_dir.name))
-    torch.manual_seed(seed)
     trainer = DPOTrainer(
         model=model,
         args=args,

@@ -6,6 +6,7 @@ scratch (2 to 3 minutes), so it is slow; CI runs it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -26,6 +27,25 @@ def test_one_csr_iteration_lowers_chair_s(tmp_path):
     assert base["pope"]["random"]["accuracy"] >= 0.75, base["pope"]
     assert base["pope"]["adversarial"]["accuracy"] >= 0.7, base["pope"]
     assert first["chair"]["chair_s"] <= 0.8 * base["chair"]["chair_s"], first["examples"]
+    # the base model is the README's: its seed-0 row of the seed-by-seed table
+    row = readme_seed_row(0)
+    assert f"{base['chair']['chair_s']:.3f}" == row["CHAIR_s base"]
+    assert f"{base['chair']['recall']:.3f}" == row["recall base"]
+    assert f"{base['pope']['adversarial']['accuracy']:.3f}" == row["POPE acc base"]
     assert first["adapter"].endswith("/adapters/1")  # the adapter the trainer published
     recorded = json.loads((tmp_path / "csr" / "seed-0" / "eval.json").read_text())
     assert recorded["evaluations"][1]["chair"] == first["chair"]
+
+
+def readme_seed_row(seed: int) -> dict[str, str]:
+    """The README's seed-by-seed table of the toy world's results, the line of one seed."""
+    lines = (Path(__file__).parents[2] / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| seed | CHAIR_s base |"))
+    head = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] == str(seed):
+            return dict(zip(head, cells))
+    raise AssertionError(f"the README's seed table has no line for seed {seed}")

@@ -423,3 +423,28 @@ def test_the_dataset_holds_image_paths_read_at_collate_time(world):
         return_tensors="pt",
     )["pixel_values"]
     assert torch.equal(batch["pixel_values"], expected)  # chosen and rejected rows: each image
+
+
+def test_the_same_pairs_and_seed_train_the_same_adapter(world, tmp_path):
+    world.queue()
+    examples = [dpo_example(r, "</s>", " ") for r in world.answer()]
+    processor = world.trainer().processor
+
+    def update(out: str):
+        base = base_model()
+        torch.manual_seed(len(out))  # whatever ran before: the update seeds what it draws
+        model = train_update(
+            base,
+            processor,
+            None,
+            examples,
+            lambda p: __import__("PIL.Image").Image.open(world.images / p),
+            CONFIG.dpo,
+            tmp_path / out,
+            seed=5,
+        ).model
+        return {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}
+
+    first, second = update("a"), update("bb")
+    assert first.keys() == second.keys() and first
+    assert all(torch.equal(first[n], second[n]) for n in first)

@@ -60,6 +60,7 @@ def test_settings_are_frozen():
         (RewardConfig, {"self_score": "sum"}, "self_score='sum'"),
         (RewardConfig, {"normalization": "zscore"}, "normalization='zscore'"),
         (SelectionConfig, {"aggregation": "max"}, "aggregation='max'"),
+        (SelectionConfig, {"min_margin": -1.0}, "min_margin=-1.0"),
         (SearchConfig, {"min_words": 0}, "min_words=0"),
         (RewardConfig, {"end_relevance": -1.0}, "end_relevance=-1.0"),
         (RewardConfig, {"end_relevance": float("inf")}, "end_relevance=inf"),

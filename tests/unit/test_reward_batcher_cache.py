@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from services.reward.batcher import Overloaded, TextBatcher, WorkerStopping
+from services.reward.batcher import Overloaded, TextBatcher, WorkerStopping, encode_in_chunks
 from services.reward.cache import EmbeddingCache
 from services.reward.metrics import RewardMetrics
 
@@ -113,3 +113,17 @@ def test_stopping_fails_waiting_requests_and_refuses_new_ones():
 
     results = asyncio.run(main())
     assert all(isinstance(r, WorkerStopping) for r in results)
+
+
+def test_fixed_shapes_fill_every_encoder_call_to_the_batch_size():
+    calls: list[list[str]] = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return [t.upper() for t in texts]
+
+    assert encode_in_chunks(encode, list("abcde"), 4, fixed=True) == list("ABCDE")
+    assert calls == [list("abcd"), ["e", "e", "e", "e"]]
+    calls.clear()
+    assert encode_in_chunks(encode, list("abcde"), 4, fixed=False) == list("ABCDE")
+    assert calls == [list("abcd"), ["e"]]

@@ -3,7 +3,14 @@
 import pytest
 
 from csr.search import FinishedPath, ScoredSentence
-from csr.selection import NO_FINISHED_RESPONSE, SINGLE_RESPONSE, TIED_REWARDS, NoPair, select_pair
+from csr.selection import (
+    NO_FINISHED_RESPONSE,
+    SINGLE_RESPONSE,
+    SMALL_MARGIN,
+    TIED_REWARDS,
+    NoPair,
+    select_pair,
+)
 
 
 def path(*merits_and_texts):
@@ -55,3 +62,12 @@ def test_a_path_without_merits_cannot_be_ranked():
     unscored = FinishedPath((ScoredSentence(" A.", -0.1, None, None, None, 1, 0, 0),), "end")
     with pytest.raises(ValueError, match="no merit yet"):
         select_pair([unscored, path(("B.", 1.0))], "mean")
+
+
+def test_a_pair_needs_the_minimum_margin():
+    paths = [path(("A.", 2.0)), path(("B.", 5.0)), path(("C.", 1.5))]  # 5.0 - 1.5 = 3.5
+    assert select_pair(paths, "mean", min_margin=3.5).rejected.text == "C."
+    result = select_pair(paths, "mean", min_margin=3.6)
+    assert isinstance(result, NoPair) and result.reason == SMALL_MARGIN
+    assert "by 3.5, less than min_margin 3.6" in result.detail
+    assert select_pair(paths, "mean").chosen.text == "B."  # 0: any difference
