@@ -8,6 +8,10 @@ from typing import Annotated
 
 import typer
 
+from toyworld.experiment import RunPlan
+
+PLAN = RunPlan()  # the options' defaults are the plan's, declared there once
+
 toyworld_app = typer.Typer(
     help="The toy world: synthetic scenes and the models CSR improves.", no_args_is_help=True
 )
@@ -104,9 +108,9 @@ def run_command(
             "repeat for several."
         ),
     ] = ["csr"],  # noqa: B006
-    iterations: Annotated[int, typer.Option(help="CSR iterations T.")] = 3,
-    prompts: Annotated[int, typer.Option(help="Training prompts per iteration.")] = 300,
-    eval_scenes: Annotated[int, typer.Option(help="Held-out scenes evaluated.")] = 1000,
+    iterations: Annotated[int, typer.Option(help="CSR iterations T.")] = PLAN.iterations,
+    prompts: Annotated[int, typer.Option(help="Training prompts per iteration.")] = PLAN.prompts,
+    eval_scenes: Annotated[int, typer.Option(help="Held-out scenes evaluated.")] = PLAN.eval_scenes,
     logs: Annotated[
         str,
         typer.Option(
@@ -141,7 +145,7 @@ def agreement_command(
     variant: Annotated[
         list[str], typer.Option(help="Variants to compare (at least two); repeat.")
     ] = ["csr", "lambda-1"],  # noqa: B006
-    prompts: Annotated[int, typer.Option(help="Training prompts searched.")] = 300,
+    prompts: Annotated[int, typer.Option(help="Training prompts searched.")] = PLAN.prompts,
     adapter: Annotated[
         Path | None,
         typer.Option(

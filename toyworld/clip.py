@@ -1,10 +1,11 @@
 """The toy world's CLIP: a tiny Hugging Face CLIPModel trained contrastively on correct pairs.
 
-Two losses, as the feasibility study found best: InfoNCE between each image and one of its
-object sentences, and a sigmoid (SigLIP-style) loss of every image against all six object
-sentences, positive where the object is present. The model is saved in the standard Hugging
-Face format (CLIPModel, tokenizer, CLIPImageProcessor), which the reward service loads with
-`CSR_REWARD_BACKEND=hf`, and its vision tower becomes the VLM's.
+Two losses, so that it learns both which sentence fits and whether an object is there:
+InfoNCE between each image and one of its object sentences, and a sigmoid (SigLIP-style) loss
+of every image against all six object sentences, positive where the object is present. The
+model is saved in the standard Hugging Face format (CLIPModel, tokenizer, CLIPImageProcessor),
+which the reward service loads with `CSR_REWARD_BACKEND=hf`, and its vision tower becomes the
+VLM's.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Each variant is a set of algorithm overrides in CSRConfig.from_dict's form, on top of the toy
 # world's settings (TOY_ALGORITHM). "csr" is those settings as they are; each other variant
-# changes one thing, as the paper's ablations (Table 2) and the comparisons do.
+# changes one thing, as the paper's ablations (Table 2) do.
 FREE_END = {"end_relevance": None}
 VARIANTS: dict[str, dict] = {
     "csr": {},
