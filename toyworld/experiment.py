@@ -325,6 +325,27 @@ def run_experiments(
     and the plot across iterations; returns the runs by variant."""
     from rich.console import Console
 
+    terminal = Console(highlight=False)
+    seeds = list(dict.fromkeys(seeds))
+    runs: dict[str, list[list[dict]]] = {}
+    failed: dict[str, dict[int, str]] = {}
+    for variant in dict.fromkeys(variants):
+        for seed in seeds:
+            terminal.rule(f"{variant}, seed {seed}")
+            try:
+                result = _run_logged(out, variant, seed, plan, terminal, logs_to_file)
+            except (ExperimentError, RuntimeError, OSError, ValueError) as e:
+                # the others still run; the table says why (StackConfigError is a ValueError)
+                terminal.print(f"[red]{variant}, seed {seed} failed:[/] {e}")
+                failed.setdefault(variant, {})[seed] = str(e)
+                continue
+            runs.setdefault(variant, []).append(result.evaluations)
+    _write_results(out, seeds, plan, runs, failed, terminal)
+    return runs
+
+
+def _write_results(out: Path, seeds: list[int], plan: RunPlan, runs: dict, failed: dict, terminal):
+    """results.json, results.md, the plot and the console tables of finished runs."""
     from toyworld.report import PROGRESS as PROGRESS_COLUMNS
     from toyworld.report import (
         console_table,
@@ -335,50 +356,21 @@ def run_experiments(
         table_rows,
     )
 
-    terminal = Console(highlight=False)
-    runs: dict[str, list[list[dict]]] = {}
-    failed: dict[str, dict[int, str]] = {}
-    for variant in dict.fromkeys(variants):
-        for seed in dict.fromkeys(seeds):
-            terminal.rule(f"{variant}, seed {seed}")
-            try:
-                result = _run_logged(out, variant, seed, plan, terminal, logs_to_file)
-            except (ExperimentError, RuntimeError, OSError, ValueError) as e:
-                # the others still run; the table says why (StackConfigError is a ValueError)
-                terminal.print(f"[red]{variant}, seed {seed} failed:[/] {e}")
-                failed.setdefault(variant, {})[seed] = str(e)
-                continue
-            runs.setdefault(variant, []).append(result.evaluations)
     complete = {v: r for v, r in runs.items() if v not in failed}
     if not complete:
         raise ExperimentError(f"every run failed: {failed}")
     rows = table_rows(complete)
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "plan": asdict(plan),
-                "seeds": list(dict.fromkeys(seeds)),
-                "runs": runs,
-                "failed": failed,
-            },
-            indent=2,
-        )
-    )
+    results = {"plan": asdict(plan), "seeds": seeds, "runs": runs, "failed": failed}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
     main = complete.get("csr")
     progress = progress_rows(main) if main and len(main[0]) > 1 else None
-    by_seed = seed_markdown(list(dict.fromkeys(seeds)), main) if progress and main else ""
-    text = markdown(rows, len(set(seeds)), failed, progress, plan.eval_scenes, by_seed)
+    by_seed = seed_markdown(seeds, main) if progress and main else ""
+    text = markdown(rows, len(seeds), failed, progress, plan.eval_scenes, by_seed)
     (out / "results.md").write_text(text)
     figure = plot(complete, out / "plots" / "metrics-by-iteration.png")
-    terminal.print(
-        console_table(
-            rows,
-            f"Toy world, held-out scenes ({plan.eval_scenes}), "
-            f"seeds {', '.join(map(str, dict.fromkeys(seeds)))}",
-        )
-    )
+    title = f"Toy world, held-out scenes ({plan.eval_scenes}), seeds {', '.join(map(str, seeds))}"
+    terminal.print(console_table(rows, title))
     if progress:
         terminal.print(console_table(progress, "csr, seed by seed", PROGRESS_COLUMNS))
     terminal.print(f"results: {out / 'results.md'}, {out / 'results.json'}")
     terminal.print(f"plot:    {figure}")
-    return runs

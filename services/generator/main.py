@@ -84,23 +84,30 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
     engine = VLMEngine(slot.model, processor, config.search)
     budget = kv_budget_bytes(settings.kv_budget_gb, engine.device)  # with the model loaded
     logger.info("KV budget per batch: %.2f GiB", budget / 2**30)
-    loop = GeneratorLoop(
-        GeneratorParts(
-            streams,
-            engine,
-            reward.relevance,
-            slot=slot,
-            reward_probe=reward.info,
-        ),
-        config,
-        GeneratorOptions(
-            Path(settings.image_root),
-            settings.consumer,
-            batch_size=settings.batch_size,
-            kv_budget_bytes=budget,
-            max_prompt_tokens=settings.max_prompt_tokens,
-        ),
+    parts = GeneratorParts(streams, engine, reward.relevance, slot=slot, reward_probe=reward.info)
+    options = GeneratorOptions(
+        Path(settings.image_root),
+        settings.consumer,
+        batch_size=settings.batch_size,
+        kv_budget_bytes=budget,
+        max_prompt_tokens=settings.max_prompt_tokens,
     )
+    loop = GeneratorLoop(parts, config, options)
+    try:
+        _serve(settings, loop, client, streams)
+    finally:
+        reward.close()
+    logger.info(
+        "generator stopped: %d pairs published, %d prompts without a pair",
+        loop.published,
+        loop.no_pairs,
+    )
+    return loop
+
+
+def _serve(settings: GeneratorSettings, loop: GeneratorLoop, client, streams) -> None:
+    """The admin server, the health endpoint and the adapter subscriber around the loop, until
+    a signal (or, with exit_when_idle, an empty queue) stops it."""
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     server, port = create_server(loop, settings.admin_host, settings.admin_port, token=admin_token)
     server.start()
@@ -123,10 +130,3 @@ def run(settings: GeneratorSettings, config: CSRConfig | None = None) -> Generat
         subscriber.stop()
         server.stop(1)
         http.shutdown()
-        reward.close()
-    logger.info(
-        "generator stopped: %d pairs published, %d prompts without a pair",
-        loop.published,
-        loop.no_pairs,
-    )
-    return loop

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from csr_cli.main import app
+from reports.source import served_copy
+from services.runtime import keys
 from toyworld.experiment import RunPlan, run_variant
 
 pytestmark = pytest.mark.slow
@@ -35,6 +39,22 @@ def test_one_csr_iteration_lowers_chair_s(tmp_path):
     assert first["adapter"].endswith("/adapters/1")  # the adapter the trainer published
     recorded = json.loads((tmp_path / "csr" / "seed-0" / "eval.json").read_text())
     assert recorded["evaluations"][1]["chair"] == first["chair"]
+    check_report(tmp_path / "csr" / "seed-0" / "run")
+
+
+def check_report(run_dir: Path) -> None:
+    """`make demo`'s second command on the real run: `csr pairs report` reads what the
+    generator wrote to Redis and the toy world wrote to eval.json."""
+    result = CliRunner().invoke(app, ["pairs", "report", str(run_dir)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = run_dir.parent / "report"
+    assert f"report: {out / 'index.html'}" in result.output
+    with served_copy(run_dir) as server:
+        queued = server.xlen(keys.PAIRS)
+    assert queued > 0
+    assert json.loads((out / "report.json").read_text())["pairs"] == queued
+    page = (out / "index.html").read_text()
+    assert "held-out scenes; a sentence naming an object that is not in the image is marked" in page
 
 
 def readme_seed_row(seed: int) -> dict[str, str]:
