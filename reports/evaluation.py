@@ -12,13 +12,13 @@ scenes drawn again from their seed; older ones show their five `examples`.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from csr.evaluation.metrics import mentioned
 from csr.evaluation.summary import METRICS, metric
+from services.runtime.bounded import loads_json
 
 EVAL_FILE = "eval.json"
 MAX_SCENES = 200  # rows of the captions table
@@ -36,7 +36,7 @@ class Evaluations:
 
 def read_evaluations(path: Path) -> Evaluations:
     try:
-        data = json.loads(path.read_text())
+        data = loads_json(path.read_text())
     except (OSError, ValueError) as e:
         raise EvaluationFileError(f"cannot read the evaluation file {path}: {e}") from e
     runs = data.get("evaluations") if isinstance(data, dict) else data

@@ -179,6 +179,21 @@ def _no_pairs(data: RunData, pair_filter: PairFilter) -> tuple[NoPairCounts, dic
     }
 
 
+def _why_none(counts: NoPairCounts) -> str:
+    """What the prompts the filter kept gave instead of pairs, for the error message."""
+    reasons: dict[str, int] = dict(counts.unattributed)
+    for by_reason in counts.by_iteration.values():
+        for reason, count in by_reason.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    if not reasons:
+        return ""
+    listed = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items()))
+    return (
+        f" ({counts.total()} prompts gave no pair: {listed}; `csr pairs report` shows them, "
+        "and the run's log says why)"
+    )
+
+
 def export_pairs(
     data: RunData, out: Path, pair_filter: PairFilter | None = None, model: Path | None = None
 ) -> ExportResult:
@@ -187,13 +202,14 @@ def export_pairs(
 
     pair_filter = pair_filter or PairFilter()
     records = select_pairs(data.records, pair_filter, data.iterations)
+    counts, no_pairs = _no_pairs(data, pair_filter)
     if not records:
         raise ExportError(
             f"no pair of {data.source} matches {pair_filter.describe()}: nothing to export"
+            + _why_none(counts)
         )
     texts = _Texts(model)
     types = features(standard=texts.format == "standard")
-    counts, no_pairs = _no_pairs(data, pair_filter)
     datasets.disable_progress_bars()
     with staged_directory(out, MARKER, "csr pairs export") as staging:
         _write_parquet(staging / PARQUET, records, data, texts, types)

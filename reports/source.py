@@ -147,6 +147,21 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _count(value: Any, key: str, source: str) -> int:
+    """An integer field or value of a run's hash; anything else is an error naming the hash."""
+    try:
+        return int(_text(value))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RunDataError(
+            f"{source}: {key} holds {value[:40]!r} where a count is written; the key "
+            "was not written by csr (read the run's own Redis)"
+        ) from e
+
+
+def _counts(client: Any, key: str, source: str) -> dict[Any, int]:
+    return {k: _count(v, key, source) for k, v in client.hgetall(key).items()}
+
+
 def read_records(client: Any, source: str) -> list[PreferenceRecord]:
     """Every record on csr:pairs in stream order, each checked; the first unreadable one is
     an error naming its entry."""
@@ -178,10 +193,10 @@ def read_run(client: Any, source: str) -> RunData:
             "the run's Redis (csr up keeps it in run_dir/redis.db)?"
         )
     records = read_records(client, source)
-    totals = {_text(k): int(v) for k, v in client.hgetall(NO_PAIR).items()}
+    totals = {_text(k): v for k, v in _counts(client, NO_PAIR, source).items()}
     by_iteration = no_pairs_by_iteration(client)
     failed = [{_text(k): _text(v) for k, v in f.items()} for _, f in client.xrange(FAILED)]
-    queued = {int(_text(k)): int(v) for k, v in client.hgetall(QUEUED).items()}
+    queued = {_count(k, QUEUED, source): v for k, v in _counts(client, QUEUED, source).items()}
     return RunData(source, records, no_pair_counts(totals, by_iteration), failed, queued)
 
 

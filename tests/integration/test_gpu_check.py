@@ -76,3 +76,19 @@ def test_accounting_is_the_readme_table():
         "README's GPU table is out of date: paste `python bench/gpu_check.py --accounting`\n"
         + table
     )
+
+
+def test_the_check_bounds_qwen_images_as_the_services_do_by_default():
+    import argparse
+    import importlib.util
+
+    from services.runtime.settings import VLMSettings
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    _, processor = gpu_check.build("qwen2-vl", argparse.Namespace(tiny=True, device="cpu"))
+    size = processor.image_processor.size
+    size = size if isinstance(size, dict) else vars(size)
+    assert size["longest_edge"] == VLMSettings.model_fields["max_pixels"].default == 1280 * 28 * 28
+    assert size["shortest_edge"] == VLMSettings.model_fields["min_pixels"].default == 56 * 56

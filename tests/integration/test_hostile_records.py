@@ -137,3 +137,15 @@ def test_an_admin_request_that_does_not_parse_is_invalid_argument():
         assert "UTF-8" in info.value.details()
     finally:
         server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "value"),
+    [("csr:prompts:no-pair", "empty", "many"), ("csr:iterations:queued", "one", "3")],
+)
+def test_a_run_count_that_is_not_a_number_is_named_by_its_key(redis, key, field, value):
+    from reports.source import RunDataError, read_run
+
+    redis.hset(key, field, value)
+    with pytest.raises(RunDataError, match=f"{key} holds b?'(many|one)' where a count is written"):
+        read_run(redis, "the run")

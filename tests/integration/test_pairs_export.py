@@ -117,6 +117,19 @@ def test_an_unknown_iteration_is_refused_and_nothing_is_written(run, tmp_path):
     assert _nothing_written(tmp_path, "out")
 
 
+def test_an_iteration_of_no_pairs_only_is_refused_with_what_its_prompts_gave(tmp_path):
+    run = write_run(
+        tmp_path / "runs",
+        small_records(IMAGES),
+        no_pairs={1: {"tied_rewards": 1}, 3: {"tied_rewards": 2, "single_response": 1}},
+    )
+    code, output = export(str(run.run_dir), "--out", str(tmp_path / "out"), "--iteration", "3")
+    assert code == 1
+    assert "matches --iteration 3: nothing to export (3 prompts gave no pair: " in output
+    assert "single_response: 1, tied_rewards: 2;" in output  # iteration 1's is not counted
+    assert _nothing_written(tmp_path, "out")
+
+
 def test_a_record_of_an_unknown_schema_version_is_refused_and_nothing_is_written(run, tmp_path):
     future = {**run.records[0].to_dict(), "schema_version": 99, "pair_id": "from-the-future"}
     append_raw(run, future)

@@ -90,6 +90,15 @@ def test_redis_is_private_persistent_and_password_protected():
         assert SERVICES[name]["environment"]["CSR_GENERATOR_REWARD_TARGET"] == "dns:///reward:50051"
 
 
+def test_only_the_reward_http_api_is_published_and_on_the_loopback_by_default():
+    published = {name: s["ports"] for name, s in SERVICES.items() if "ports" in s}
+    assert list(published) == ["reward"], published
+    [port] = published["reward"]
+    loopback = r"\$\{CSR_PUBLISH_ADDRESS:-127\.0\.0\.1\}"
+    assert re.fullmatch(loopback + r":\$\{[A-Z_]+:-[0-9-]+\}:8080", port), port
+    assert ENV_EXAMPLE["CSR_PUBLISH_ADDRESS"] == "127.0.0.1"
+
+
 def gpu_devices(service: dict) -> list[dict]:
     return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
 
@@ -204,6 +213,8 @@ def test_docker_compose_accepts_the_file(tmp_path):
     dedicated = [gpu for name in [*GENERATORS, "trainer"] for gpu in gpus[name]]
     assert len(dedicated) == len(set(dedicated)) == len(GENERATORS) + 1, gpus
     assert all(gpu.isdigit() for gpu in [*dedicated, *gpus["reward"]]), gpus
+    # docker-compose renders the published port with the loopback address from .env
+    assert services["reward"]["ports"] == ["127.0.0.1:8080-8089:8080/tcp"]
     (tmp_path / ".env").write_text("")  # the required settings must be refused when unset
     bad = subprocess.run(
         [tool, "config", "-q"],

@@ -33,3 +33,6 @@ def test_both_evaluation_files_are_read_and_a_bad_one_is_named(tmp_path):
         read_evaluations(bad)
     with pytest.raises(EvaluationFileError, match=r"cannot read the evaluation file .*x.json"):
         read_evaluations(broken)
+    broken.write_text("[" * 100_000 + "]" * 100_000)  # nested past the parser's recursion
+    with pytest.raises(EvaluationFileError, match=r"x.json: arrays and objects nested deeper"):
+        read_evaluations(broken)
