@@ -129,6 +129,16 @@ class SearchConfig:
         "crowd out the bottom places; keep 1 where outputs have short items ('1.' list "
         "numbers).",
     )
+    min_relevance: float = setting(
+        0.0,
+        "Paper mode: a candidate whose R_I is below this is dropped, as text the CLIP relates "
+        "to nothing in the image (0 keeps every candidate, the paper's rule). Raise it above 0 "
+        "for a model whose diverse beam groups, once training has sharpened its one way to "
+        "begin a sentence, offer garbled text (byte fragments before 'There is a ...') that "
+        "the CLIP scores 0: such text otherwise fills the bottom places, and the rejected "
+        "responses then teach against garbage, and against the true sentence after it, "
+        "instead of against hallucination.",
+    )
 
     def __post_init__(self) -> None:
         _require_choice("mode", self.mode, SEARCH_MODES)
@@ -161,6 +171,12 @@ class SearchConfig:
         _require_int_at_least("max_sentences", self.max_sentences, 1)
         _require_int_at_least("max_response_tokens", self.max_response_tokens, 1)
         _require_int_at_least("min_words", self.min_words, 1)
+        _require_finite("min_relevance", self.min_relevance, 0.0, 100.0)
+        _require(
+            self.min_relevance == 0.0 or self.mode == "paper",
+            f"min_relevance={self.min_relevance} needs mode 'paper': in {self.mode!r} mode R_I "
+            "is computed after the search, so it cannot drop candidates; set it to 0",
+        )
 
 
 @dataclass(frozen=True)
@@ -247,9 +263,21 @@ class SelectionConfig:
         "training on it (README, 'The toy world's settings'). Depends on the reward's scale.",
     )
 
+    min_sentence_gap: float | None = setting(
+        None,
+        "A prompt yields a pair only if the rejected response's worst sentence R is at least "
+        "this far below the chosen response's worst (None: no such rule, the paper's). A "
+        "hallucination is a sentence the reward scores low; once a model rarely hallucinates "
+        "on its prompts, the worst-scored responses are instead true ones that stop earlier "
+        "or name other present objects, with the same worst sentence as the chosen, and "
+        "training against them pushes true sentences down. Raw scores only: R_I's points.",
+    )
+
     def __post_init__(self) -> None:
         _require_choice("aggregation", self.aggregation, AGGREGATIONS)
         _require_finite("min_margin", self.min_margin, 0.0, 1e6)
+        if self.min_sentence_gap is not None:
+            _require_finite("min_sentence_gap", self.min_sentence_gap, 0.0, 1e6)
 
 
 LANGUAGE_MODEL_LINEAR_LAYERS = (

@@ -38,7 +38,10 @@ def generate_pairs(
     outcomes = []
     for result in results:
         pair = select_pair(
-            result.finished, config.selection.aggregation, config.selection.min_margin
+            result.finished,
+            config.selection.aggregation,
+            config.selection.min_margin,
+            config.selection.min_sentence_gap,
         )
         record = (
             build_record(result.request, pair, config, iteration, adapter_version)

@@ -28,6 +28,8 @@ Edge cases, decided here once:
   the cap above the responses expected.
 - Siblings with the same stripped text are duplicates: the first (the expander's best) stays.
   A candidate with fewer than SearchConfig.min_words words is a fragment and is dropped.
+  In paper mode, so is one whose R_I is below SearchConfig.min_relevance (off at 0), once
+  R_I is known; a prefix left with no candidate then finishes as it stands.
   A candidate that repeats a sentence of its own prefix is dropped too: a response that says
   the same thing twice gains no reward for it (the path mean would otherwise pay for
   "There is a ring. There is a ring." as much as for the true sentence once). This holds in
@@ -251,7 +253,8 @@ class _PromptSearch:
         """Second half: remember the R_I asked for by `clean`, score, keep the extremes."""
         self.relevance_memo.update(relevance_scores)
         children: list[Prefix] = []
-        for prefix, kept in self._pending:
+        for prefix, candidates in self._pending:
+            kept = self._relevant(prefix, candidates)
             for candidate, scored in zip(kept, self._score_group(kept)):
                 path = prefix.sentences + (scored,)
                 reason = self._finish_reason(candidate, path)
@@ -288,6 +291,17 @@ class _PromptSearch:
             reason = "end_of_response" if end is not None else "no_continuation"
             self.finished.append(FinishedPath(prefix.sentences, reason))
         return kept
+
+    def _relevant(self, prefix: Prefix, kept: list[Candidate]) -> list[Candidate]:
+        """The candidates at or above SearchConfig.min_relevance (paper mode); a prefix that
+        had candidates and keeps none finishes as it stands."""
+        floor = self.search.min_relevance
+        if floor <= 0.0 or self.search.mode != "paper":
+            return kept
+        relevant = [c for c in kept if self.relevance_memo[c.text.strip()] >= floor]
+        if kept and not relevant and prefix.sentences:
+            self.finished.append(FinishedPath(prefix.sentences, "no_continuation"))
+        return relevant
 
     def _score_group(self, kept: Sequence[Candidate]) -> list[ScoredSentence]:
         group = len(self.groups)

@@ -15,11 +15,13 @@ NO_FINISHED_RESPONSE = "no_finished_response"
 SINGLE_RESPONSE = "single_response"
 TIED_REWARDS = "tied_rewards"
 SMALL_MARGIN = "small_margin"
+NO_WORSE_SENTENCE = "no_worse_sentence"
 NO_PAIR_REASONS: tuple[str, ...] = (
     NO_FINISHED_RESPONSE,
     SINGLE_RESPONSE,
     TIED_REWARDS,
     SMALL_MARGIN,
+    NO_WORSE_SENTENCE,
 )
 
 
@@ -47,14 +49,19 @@ def distinct_responses(paths: Sequence[FinishedPath]) -> list[FinishedPath]:
 
 
 def select_pair(
-    paths: Sequence[FinishedPath], aggregation: str, min_margin: float = 0.0
+    paths: Sequence[FinishedPath],
+    aggregation: str,
+    min_margin: float = 0.0,
+    min_sentence_gap: float | None = None,
 ) -> PreferencePair | NoPair:
     """Chosen = highest cumulative reward, rejected = lowest.
 
     Ties: the chosen is the earliest of the best, the rejected the latest of the worst
     (the released code's stable ascending sort of ranks, read from both ends). When every
     distinct response has the same reward there is no preference to learn: no pair; nor
-    when the best exceeds the worst by less than `min_margin` (SelectionConfig.min_margin).
+    when the best exceeds the worst by less than `min_margin` (SelectionConfig.min_margin),
+    nor, with `min_sentence_gap` set, when the rejected response's worst sentence is not
+    that much below the chosen one's (SelectionConfig.min_sentence_gap).
     """
     distinct = distinct_responses(paths)
     if not distinct:
@@ -73,4 +80,18 @@ def select_pair(
         )
     chosen = rewards.index(best)
     rejected = len(rewards) - 1 - rewards[::-1].index(worst)
+    if min_sentence_gap is not None:
+        gap = _worst_sentence(distinct[chosen]) - _worst_sentence(distinct[rejected])
+        if gap < min_sentence_gap:
+            return NoPair(
+                NO_WORSE_SENTENCE,
+                f"the rejected response's worst sentence scores only {gap:.4g} below the "
+                f"chosen one's, less than min_sentence_gap {min_sentence_gap:g}",
+            )
     return PreferencePair(distinct[chosen], distinct[rejected], best, worst, len(distinct))
+
+
+def _worst_sentence(path: FinishedPath) -> float:
+    """The lowest sentence reward R of a path (a scored end included)."""
+    scores = [s.r for s in path.sentences if s.r is not None]
+    return min(scores) if scores else 0.0

@@ -307,3 +307,30 @@ def test_fragments_below_min_words_are_dropped():
     )
     assert [p.text for p in result.finished] == ["B two."]
     assert relevance.calls == [("img-1", ["B two."])]
+
+
+def test_candidates_below_min_relevance_are_dropped_once_scored():
+    """min_relevance 1: B1. (R_I 0, R = -0.25, else the worst) is dropped, so C1. (R 2.0) takes
+    the bottom place; C1.'s only candidate D1. has R_I 0, so C1. finishes as it stands."""
+    tree = {
+        "": [cand(" A1.", -1.0), cand(" B1.", -0.5), cand(" C1.", -2.0)],
+        "A1.": [cand("", -0.3, ends=True)],
+        "B1.": [cand("", -0.3, ends=True)],
+        "C1.": [cand(" D1.", -0.2)],
+    }
+    table = {"A1.": 10, "B1.": 0, "C1.": 6, "D1.": 0}
+    floor = SearchConfig(keep_top=1, keep_bottom=1, min_relevance=1.0)
+    [result], _, relevance = search(tree=tree, table=table, search_config=floor)
+    assert result.kept_per_step == (("A1.", "C1."), ())
+    got = [(p.text, p.finish_reason) for p in result.finished]
+    assert got == [("A1.", "end_of_response"), ("C1.", "no_continuation")]
+    assert relevance.calls == [("img-1", ["A1.", "B1.", "C1."]), ("img-1", ["D1."])]
+    [plain], _, _ = search(tree=tree, table=table)  # the paper's rule keeps B1. at the bottom
+    assert plain.kept_per_step[0] == ("A1.", "B1.")
+
+
+def test_min_relevance_needs_the_paper_mode():
+    with pytest.raises(ValueError, match=r"min_relevance=1.0 needs mode 'paper'"):
+        SearchConfig(mode="authors-code", min_relevance=1.0)
+    with pytest.raises(ValueError, match=r"min_relevance=-1 must be a finite number in \[0.0"):
+        SearchConfig(min_relevance=-1)

@@ -5,6 +5,7 @@ import pytest
 from csr.search import FinishedPath, ScoredSentence
 from csr.selection import (
     NO_FINISHED_RESPONSE,
+    NO_WORSE_SENTENCE,
     SINGLE_RESPONSE,
     SMALL_MARGIN,
     TIED_REWARDS,
@@ -71,3 +72,18 @@ def test_a_pair_needs_the_minimum_margin():
     assert isinstance(result, NoPair) and result.reason == SMALL_MARGIN
     assert "by 3.5, less than min_margin 3.6" in result.detail
     assert select_pair(paths, "mean").chosen.text == "B."  # 0: any difference
+
+
+def test_a_pair_needs_a_worse_sentence_in_the_rejected_response():
+    # the path helper sets R = merit. Chosen: mean 4.0, worst 3.0; rejected: mean 3.5, worst 3.0
+    # (a true response that stops earlier): no worse sentence, so no pair at any gap > 0
+    chosen, earlier = path(("A.", 5.0), ("B.", 3.0)), path(("A.", 4.0), ("C.", 3.0))
+    assert select_pair([chosen, earlier], "mean").rejected is earlier
+    result = select_pair([chosen, earlier], "mean", min_sentence_gap=2.0)
+    assert isinstance(result, NoPair) and result.reason == NO_WORSE_SENTENCE
+    assert "scores only 0 below the chosen one's, less than min_sentence_gap 2" in result.detail
+    # a hallucination scored 0.5: worst 3.0 - 0.5 = 2.5 >= 2
+    hallucinated = path(("A.", 5.0), ("D.", 0.5))
+    pair = select_pair([chosen, hallucinated], "mean", min_sentence_gap=2.0)
+    assert (pair.chosen, pair.rejected) == (chosen, hallucinated)
+    assert isinstance(select_pair([chosen, hallucinated], "mean", min_sentence_gap=2.6), NoPair)

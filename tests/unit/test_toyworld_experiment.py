@@ -38,6 +38,10 @@ def test_each_variant_changes_what_its_name_says_on_the_toy_settings():
     assert configs["mean-logprob"].reward.self_score == "mean-logprob"
     assert configs["free-end"].reward.end_relevance is None
     assert configs["sum"].selection.aggregation == "sum"
+    assert csr.selection.min_sentence_gap == 2.0 and csr.search.min_relevance == 0.0
+    assert configs["no-gap"].selection.min_sentence_gap is None
+    assert configs["relevant"].search.min_relevance == 1.0
+    assert configs["relevant"].selection.min_sentence_gap is None  # as it was measured
     assert configs["sum-baseline"].reward.relevance_baseline == 40.0
     authors = configs["authors-code"]
     assert (authors.search.mode, authors.reward.normalization) == ("authors-code", "rank")
