@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny CLIPs of both backends (built from config, no download), workers."""
+"""Shared fixtures: tiny CLIPs of both backends (built from config, no download), workers, and
+an embedded Redis of the test's own."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from PIL import Image
 from services.reward.models import load_backend
 from services.reward.settings import RewardSettings
 from services.reward.worker import BackgroundWorker
+from services.runtime import embedded_redis
 from tests.models.clip import build_tiny_hf_clip, build_tiny_open_clip
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = embedded_redis.start(tmp_path / "redis.db", append_only=False)
+    yield server
+    embedded_redis.stop(server)
 
 
 @pytest.fixture(scope="session")

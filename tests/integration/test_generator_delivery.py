@@ -9,16 +9,8 @@ import time
 import pytest
 
 from csr.records import PreferenceRecord
-from services.runtime import embedded_redis
 from services.runtime.prompt_sets import load_prompt_set
 from services.runtime.prompts import PromptStreams, WorkItem
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = embedded_redis.start(tmp_path / "redis.db", append_only=False)
-    yield server
-    embedded_redis.stop(server)
 
 
 def test_a_prompt_that_never_finishes_is_failed_after_max_deliveries(redis):

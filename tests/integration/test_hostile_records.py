@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from services.runtime import embedded_redis
 from services.runtime.adapter_store import AdapterStore, StoreError
 from services.runtime.announce import AdapterSubscriber
 from services.runtime.pairs import PairConsumer
@@ -16,13 +15,6 @@ from services.runtime.prompt_sets import PromptSetError, load_prompt_set
 from services.runtime.prompts import PromptStreams, WorkItem
 
 DEEP = "[" * 100_000 + "]" * 100_000
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = embedded_redis.start(tmp_path / "redis.db", append_only=False)
-    yield server
-    embedded_redis.stop(server)
 
 
 def test_malformed_prompt_entries_are_failed_alone_and_the_good_ones_claimed(redis):
