@@ -135,9 +135,9 @@ class SearchConfig:
         "to nothing in the image (0 keeps every candidate, the paper's rule). Raise it above 0 "
         "for a model whose diverse beam groups, once training has sharpened its one way to "
         "begin a sentence, offer garbled text (byte fragments before 'There is a ...') that "
-        "the CLIP scores 0: such text otherwise fills the bottom places, and the rejected "
-        "responses then teach against garbage, and against the true sentence after it, "
-        "instead of against hallucination.",
+        "the CLIP scores 0 and that would otherwise fill the bottom places, so that the "
+        "rejected responses stay descriptions. The toy world measured it (README, "
+        "'Results'): it is off there too.",
     )
 
     def __post_init__(self) -> None:
@@ -270,7 +270,8 @@ class SelectionConfig:
         "hallucination is a sentence the reward scores low; once a model rarely hallucinates "
         "on its prompts, the worst-scored responses are instead true ones that stop earlier "
         "or name other present objects, with the same worst sentence as the chosen, and "
-        "training against them pushes true sentences down. Raw scores only: R_I's points.",
+        "training against them pushes true sentences down. In the units of R (R_I's points), "
+        "whatever the normalization.",
     )
 
     def __post_init__(self) -> None:
