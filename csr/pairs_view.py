@@ -144,6 +144,14 @@ class NoPairCounts:
             )
         return sum(self.by_iteration.get(iteration, {}).values())
 
+    def by_reason(self) -> dict[str, int]:
+        """Every prompt without a pair counted by reason alone, iterations summed."""
+        totals = dict(self.unattributed)
+        for counts in self.by_iteration.values():
+            for reason, count in counts.items():
+                totals[reason] = totals.get(reason, 0) + count
+        return dict(sorted(totals.items()))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "by_iteration": {

@@ -181,13 +181,10 @@ def _no_pairs(data: RunData, pair_filter: PairFilter) -> tuple[NoPairCounts, dic
 
 def _why_none(counts: NoPairCounts) -> str:
     """What the prompts the filter kept gave instead of pairs, for the error message."""
-    reasons: dict[str, int] = dict(counts.unattributed)
-    for by_reason in counts.by_iteration.values():
-        for reason, count in by_reason.items():
-            reasons[reason] = reasons.get(reason, 0) + count
+    reasons = counts.by_reason()
     if not reasons:
         return ""
-    listed = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items()))
+    listed = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
     return (
         f" ({counts.total()} prompts gave no pair: {listed}; `csr pairs report` shows them, "
         "and the run's log says why)"

@@ -151,10 +151,7 @@ def _mean(values: list[float]) -> str:
 
 
 def summary_section(data: RunData, by_iteration: dict[int, list[PreferenceRecord]]) -> str:
-    reasons = sorted(
-        {r for c in data.no_pairs.by_iteration.values() for r in c}
-        | set(data.no_pairs.unattributed)
-    )
+    reasons = list(data.no_pairs.by_reason())
     rows = []
     for iteration in data.iterations:
         records = by_iteration.get(iteration, [])

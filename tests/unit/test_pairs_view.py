@@ -101,6 +101,8 @@ def test_no_pairs_of_an_older_run_without_iterations_stay_apart():
         {"tied_rewards": 1, "single_response": 2},  # 5 - 3 - 1, and 2 never attributed
     )
     assert counts.total() == 8 and counts.total(2) == 2
+    # by hand: tied 3 + 1 + 1 (unattributed), failed 1, single 2; sorted by reason
+    assert counts.by_reason() == {"failed": 1, "single_response": 2, "tied_rewards": 5}
     only = no_pair_counts({}, {1: {"tied_rewards": 3}, 2: {"failed": 1}}, [2])
     assert only == NoPairCounts({2: {"failed": 1}})
 
