@@ -27,6 +27,9 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny models
 
 import grpc
 import torch
