@@ -7,8 +7,8 @@ in the authors' JSON format), writes the `csr up` and algorithm files, runs the 
 (embedded Redis, reward worker, generator and trainer as processes over gRPC and Redis) for
 T iterations, and evaluates the base model and the adapter that closed each iteration on
 held-out scenes. A finished run leaves `eval.json` and is not run again. Everything is
-derived from the seed; the models rebuild to the same bits, while a CSR run varies a little
-(dynamic batching in the reward worker and the generator changes float sums).
+derived from the seed: the models rebuild to the same bits, and with the same install a CSR
+run gives the same adapters (README, "Repeatable to the bit").
 
 Layout under `out`: `models/seed-S/` (the toy models and their base evaluation),
 `prompts/seed-S/` (images and prompts.json), `VARIANT/seed-S/` (csr.yaml, algorithm.yaml,
