@@ -57,6 +57,41 @@ def test_batches_are_capped_and_big_requests_chunked():
     assert [t for call in calls for t in call] == list("abcdex")
 
 
+def test_a_request_that_overflows_a_batch_is_split_so_every_batch_is_full():
+    async def scenario(batcher):
+        return await asyncio.gather(
+            batcher.submit(list("abc")), batcher.submit(list("def")), batcher.submit(list("gh"))
+        )
+
+    results, calls = run_batcher(scenario, max_batch_size=4)
+    assert results == [list("ABC"), list("DEF"), list("GH")]
+    # whole requests would have made three calls: abc+def (6 > 4, two chunks), then gh
+    assert calls == [list("abcd"), list("efgh")]
+
+
+def test_a_failed_batch_fails_the_split_request_and_its_rest_is_not_encoded():
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        if "a" in texts:
+            raise RuntimeError("the model failed")
+        return [t.upper() for t in texts]
+
+    async def main():
+        batcher = TextBatcher(encode, ThreadPoolExecutor(1), 4, 0.05, 100, RewardMetrics())
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="the model failed"):
+                await batcher.submit(list("abcdef"))
+            return await batcher.submit(["x"])
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(main()) == ["X"]
+    assert calls == [list("abcd"), ["x"]]
+
+
 def test_a_full_queue_is_refused_at_once():
     async def scenario(batcher):
         with pytest.raises(Overloaded, match="limit 3"):
