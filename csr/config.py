@@ -24,12 +24,14 @@ Expansion = Literal["group-beam", "beam", "sample"]
 SelfScore = Literal["product", "mean-logprob"]
 Normalization = Literal["raw", "rank"]
 Aggregation = Literal["sum", "mean"]
+GapSentences = Literal["worst", "unshared"]
 
 SEARCH_MODES: tuple[str, ...] = ("paper", "authors-code")
 EXPANSIONS: tuple[str, ...] = ("group-beam", "beam", "sample")
 SELF_SCORES: tuple[str, ...] = ("product", "mean-logprob")
 NORMALIZATIONS: tuple[str, ...] = ("raw", "rank")
 AGGREGATIONS: tuple[str, ...] = ("sum", "mean")
+GAP_SENTENCES: tuple[str, ...] = ("worst", "unshared")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -274,11 +276,26 @@ class SelectionConfig:
         "whatever the normalization.",
     )
 
+    gap_sentences: GapSentences = setting(
+        "worst",
+        "Which rejected sentences min_sentence_gap applies to. worst: the rejected response's "
+        "worst sentence. unshared: also every sentence of the rejected response that the "
+        "chosen one lacks, so that the two differ only by sentences the reward finds clearly "
+        "worse; DPO then never pushes down a sentence as good as the chosen response's (a "
+        "present object the chosen response left out). Needs min_sentence_gap.",
+    )
+
     def __post_init__(self) -> None:
         _require_choice("aggregation", self.aggregation, AGGREGATIONS)
         _require_finite("min_margin", self.min_margin, 0.0, 1e6)
+        _require_choice("gap_sentences", self.gap_sentences, GAP_SENTENCES)
         if self.min_sentence_gap is not None:
             _require_finite("min_sentence_gap", self.min_sentence_gap, 0.0, 1e6)
+        _require(
+            self.gap_sentences == "worst" or self.min_sentence_gap is not None,
+            f"gap_sentences={self.gap_sentences!r} has no effect without min_sentence_gap: "
+            "set min_sentence_gap too",
+        )
 
 
 LANGUAGE_MODEL_LINEAR_LAYERS = (

@@ -42,6 +42,7 @@ def generate_pairs(
             config.selection.aggregation,
             config.selection.min_margin,
             config.selection.min_sentence_gap,
+            config.selection.gap_sentences,
         )
         record = (
             build_record(result.request, pair, config, iteration, adapter_version)

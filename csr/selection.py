@@ -53,6 +53,7 @@ def select_pair(
     aggregation: str,
     min_margin: float = 0.0,
     min_sentence_gap: float | None = None,
+    gap_sentences: str = "worst",
 ) -> PreferencePair | NoPair:
     """Chosen = highest cumulative reward, rejected = lowest.
 
@@ -60,8 +61,9 @@ def select_pair(
     (the released code's stable ascending sort of ranks, read from both ends). When every
     distinct response has the same reward there is no preference to learn: no pair; nor
     when the best exceeds the worst by less than `min_margin` (SelectionConfig.min_margin),
-    nor, with `min_sentence_gap` set, when the rejected response's worst sentence is not
-    that much below the chosen one's (SelectionConfig.min_sentence_gap).
+    nor, with `min_sentence_gap` set, when the rejected response's worst sentence (with
+    `gap_sentences="unshared"`: any of its sentences the chosen response lacks) is not that
+    much below the chosen one's worst (SelectionConfig.min_sentence_gap, .gap_sentences).
     """
     distinct = distinct_responses(paths)
     if not distinct:
@@ -81,14 +83,37 @@ def select_pair(
     chosen = rewards.index(best)
     rejected = len(rewards) - 1 - rewards[::-1].index(worst)
     if min_sentence_gap is not None:
-        gap = _worst_sentence(distinct[chosen]) - _worst_sentence(distinct[rejected])
-        if gap < min_sentence_gap:
-            return NoPair(
-                NO_WORSE_SENTENCE,
-                f"the rejected response's worst sentence scores only {gap:.4g} below the "
-                f"chosen one's, less than min_sentence_gap {min_sentence_gap:g}",
-            )
+        refused = _gap_refusal(
+            distinct[chosen], distinct[rejected], min_sentence_gap, gap_sentences
+        )
+        if refused is not None:
+            return refused
     return PreferencePair(distinct[chosen], distinct[rejected], best, worst, len(distinct))
+
+
+def _gap_refusal(
+    chosen: FinishedPath, rejected: FinishedPath, gap: float, gap_sentences: str
+) -> NoPair | None:
+    """Why the pair falls under the sentence gap, or None when it clears it."""
+    floor = _worst_sentence(chosen)
+    below = floor - _worst_sentence(rejected)
+    if below < gap:
+        return NoPair(
+            NO_WORSE_SENTENCE,
+            f"the rejected response's worst sentence scores only {below:.4g} below the "
+            f"chosen one's, less than min_sentence_gap {gap:g}",
+        )
+    if gap_sentences == "unshared":
+        own = {s.sentence for s in chosen.sentences}
+        for s in rejected.sentences:
+            if s.r is not None and s.sentence not in own and floor - s.r < gap:
+                return NoPair(
+                    NO_WORSE_SENTENCE,
+                    f"the rejected response's sentence {s.sentence!r}, which the chosen one "
+                    f"lacks, scores only {floor - s.r:.4g} below the chosen one's worst, less "
+                    f"than min_sentence_gap {gap:g}",
+                )
+    return None
 
 
 def _worst_sentence(path: FinishedPath) -> float:

@@ -66,6 +66,8 @@ VARIANTS: dict[str, dict] = {
     "relevant": {"search": {"min_relevance": 1.0}, "selection": {"min_sentence_gap": None}},
     # a pair from any two responses, however alike their worst sentences (the paper's rule)
     "no-gap": {"selection": {"min_sentence_gap": None}},
+    # the gap also over every rejected sentence the chosen response lacks
+    "unshared": {"selection": {"gap_sentences": "unshared"}},
     "sum-b45": {
         "selection": {"aggregation": "sum"},
         "reward": {**FREE_END, "relevance_baseline": 45.0},

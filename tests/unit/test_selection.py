@@ -87,3 +87,28 @@ def test_a_pair_needs_a_worse_sentence_in_the_rejected_response():
     pair = select_pair([chosen, hallucinated], "mean", min_sentence_gap=2.0)
     assert (pair.chosen, pair.rejected) == (chosen, hallucinated)
     assert isinstance(select_pair([chosen, hallucinated], "mean", min_sentence_gap=2.6), NoPair)
+
+
+def test_with_unshared_the_gap_covers_every_rejected_sentence_the_chosen_lacks():
+    # chosen: mean 4.0, worst 3.0. The rejected names a sentence the chosen left out, scored
+    # 2.5 (only 0.5 below the chosen's worst), and a hallucination scored 0.5 (2.5 below).
+    chosen = path(("A.", 5.0), ("B.", 3.0))
+    omits = path(("A.", 5.0), ("E.", 2.5), ("D.", 0.5))  # mean 2.67
+    assert select_pair([chosen, omits], "mean", min_sentence_gap=2.0).rejected is omits
+    result = select_pair([chosen, omits], "mean", min_sentence_gap=2.0, gap_sentences="unshared")
+    assert isinstance(result, NoPair) and result.reason == NO_WORSE_SENTENCE
+    assert "sentence 'E.', which the chosen one lacks, scores only 0.5 below" in result.detail
+    # what it shares with the chosen is not held against it: A. (5.0) and B. (3.0)
+    shares = path(("A.", 5.0), ("B.", 3.0), ("D.", 0.5))  # mean 2.83
+    pair = select_pair([chosen, shares], "mean", min_sentence_gap=2.0, gap_sentences="unshared")
+    assert pair.rejected is shares
+
+
+def test_unshared_without_a_gap_is_refused():
+    from csr.config import ConfigError, SelectionConfig
+
+    with pytest.raises(ConfigError, match="set min_sentence_gap too"):
+        SelectionConfig(gap_sentences="unshared")
+    with pytest.raises(ConfigError, match="gap_sentences='all' is not one of worst, unshared"):
+        SelectionConfig(gap_sentences="all", min_sentence_gap=2.0)
+    assert SelectionConfig(gap_sentences="unshared", min_sentence_gap=2.0).gap_sentences
