@@ -35,7 +35,7 @@ def score_command(
     image: Annotated[Path, typer.Argument(help="Image file.", exists=True, dir_okay=False)],
     sentences: Annotated[list[str], typer.Argument(help="Sentences to score.")],
     target: Annotated[
-        str, typer.Option(envvar="CSR_REWARD_TARGET", help="gRPC target of the reward service.")
+        str, typer.Option(envvar="CSR_SCORE_TARGET", help="gRPC target of the reward service.")
     ] = "localhost:50051",
     token: Annotated[
         str | None,
