@@ -71,6 +71,8 @@ def build_toyworld(
     if cached is not None:
         logger.info("toy world models in %s are current (seed %d)", directory, seed)
         return cached
+    # the bars draw only on a terminal: a log line says what the next minutes are spent on
+    logger.info("building the toy CLIP and VLM of seed %d in %s (2 to 3 minutes)", seed, directory)
     with _bars(progress, recipe) as (clip_bar, vlm_bar):
         clip = train_clip(clip_tokenizer(), seed, recipe.clip, recipe.world, clip_bar)
         vlm, processor = train_vlm(vlm_tokenizer(), clip, seed, recipe.vlm, recipe.world, vlm_bar)
