@@ -97,6 +97,7 @@ class TextBatcher:
         self._metrics = metrics
         self._queue: asyncio.Queue[_Piece] = asyncio.Queue()
         self._carry: _Piece | None = None  # the rest of a request split by the last batch
+        self._batch: list[_Piece] = []  # the batch being gathered or encoded
         self._queued = 0
         self._task: asyncio.Task | None = None
 
@@ -151,11 +152,12 @@ class TextBatcher:
             return None
 
     async def _gather(self) -> list[_Piece]:
-        """The next batch: at most max_batch_size texts, in arrival order."""
+        """The next batch: at most max_batch_size texts, in arrival order. It is built in
+        self._batch, so that a stop while it waits to fill fails what it took."""
+        batch = self._batch = []
         piece = await self._next_piece(None)
         # the oldest sentence's wait counts from its arrival, not from this batch's start
         deadline = piece.item.enqueued + self.max_wait_s
-        batch: list[_Piece] = []
         size = 0
         while piece is not None:
             room = self.max_batch_size - size
@@ -169,15 +171,14 @@ class TextBatcher:
         return batch
 
     async def _run(self) -> None:
-        batch: list[_Piece] = []
         try:
             while True:
                 batch = await self._gather()
                 self._queued -= sum(len(piece) for piece in batch)
                 await self._encode_batch(batch)
-                batch = []
+                self._batch = []
         except asyncio.CancelledError:
-            self._fail(batch, WorkerStopping("the reward worker is stopping"))
+            self._fail(self._batch, WorkerStopping("the reward worker is stopping"))
             raise
 
     async def _encode_batch(self, batch: list[_Piece]) -> None:

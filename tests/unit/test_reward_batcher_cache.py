@@ -150,6 +150,21 @@ def test_stopping_fails_waiting_requests_and_refuses_new_ones():
     assert all(isinstance(r, WorkerStopping) for r in results)
 
 
+def test_stopping_fails_a_request_its_batch_was_still_waiting_to_fill():
+    async def main():
+        batcher = TextBatcher(
+            lambda texts: texts, ThreadPoolExecutor(1), 8, 30.0, 100, RewardMetrics()
+        )
+        batcher.start()
+        waiting = asyncio.ensure_future(batcher.submit(["a"]))
+        await asyncio.sleep(0.05)  # taken from the queue; its batch waits up to 30 s for more
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 2.0)
+
+    (result,) = asyncio.run(main())
+    assert isinstance(result, WorkerStopping)
+
+
 def test_fixed_shapes_fill_every_encoder_call_to_the_batch_size():
     calls: list[list[str]] = []
 
