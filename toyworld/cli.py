@@ -104,7 +104,7 @@ def run_command(
             help="csr (the toy world's defaults), "
             "lambda-0, lambda-1, sample, mean-logprob, "
             "free-end, sum, sum-baseline, authors-code, "
-            "rank, rank-lambda-1, no-gap, relevant, and the "
+            "rank, rank-lambda-1, no-gap, relevant, unshared, and the "
             "settings studies (margin-*, e20-e30, sum-b35, sum-b45); "
             "repeat for several."
         ),
