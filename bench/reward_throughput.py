@@ -2,7 +2,7 @@
 
 Starts one reward worker as a separate process (`csr reward serve`, tiny open_clip built from
 config), drives it with 1, 4 and 16 concurrent gRPC clients sending the image by hash and
-SENTENCES_PER_REQUEST sentences per call, and measures the same model's raw
+--sentences sentences per call (16 by default), and measures the same model's raw
 `encode_texts` at the worker's max batch size in this process, side by side. Prints
 sentences/s, the ratio to raw, and p50/p99 request latency. Last line: the ratio at 16 clients.
 
@@ -13,7 +13,8 @@ fixed worker's throughput over the other's at 1 client, where batches are smalle
 --backend hf --model DIR measures a Hugging Face CLIP directory instead (e.g. the toy
 world's runs/toyworld/models/seed-0/clip), whose tokens are padded only with fixed shapes.
 
-    .venv/bin/python bench/reward_throughput.py [--seconds 5] [--compare-fixed-shapes]
+    .venv/bin/python bench/reward_throughput.py [--seconds 5] [--sentences 16]
+        [--compare-fixed-shapes]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ MODEL_CFG = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
 }
-SENTENCES_PER_REQUEST = int(os.environ.get("BENCH_SPR", "16"))
+SENTENCES_PER_REQUEST = 16  # the default: divides MAX_BATCH (--sentences 15 does not)
 MAX_BATCH = 64
 WORDS = [
     "there",
@@ -113,7 +114,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def drive(address: str, image_sha: str, clients: int, seconds: float):
+def drive(address: str, image_sha: str, clients: int, seconds: float, per_request: int):
     latencies: list[float] = []
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
@@ -121,7 +122,7 @@ def drive(address: str, image_sha: str, clients: int, seconds: float):
     def client(seed: int):
         stub = reward_pb2_grpc.RewardServiceStub(grpc.insecure_channel(address))
         request = reward_pb2.ScoreRequest(
-            image_sha256=image_sha, sentences=sentences(SENTENCES_PER_REQUEST, seed)
+            image_sha256=image_sha, sentences=sentences(per_request, seed)
         )
         mine = []
         while time.perf_counter() < deadline:
@@ -139,7 +140,7 @@ def drive(address: str, image_sha: str, clients: int, seconds: float):
         thread.join()
     elapsed = time.perf_counter() - started
     latencies.sort()
-    rate = len(latencies) * SENTENCES_PER_REQUEST / elapsed
+    rate = len(latencies) * per_request / elapsed
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
     return rate, statistics.median(latencies), p99
 
@@ -157,17 +158,17 @@ def ready_worker(model_dir: str, backend: str, fixed_shapes: bool):
     sha = stub.Score(
         reward_pb2.ScoreRequest(image_bytes=buffer.getvalue(), sentences=["warm up ."])
     ).image_sha256
-    drive(address, sha, 4, 1.0)  # warm up
+    drive(address, sha, 4, 1.0, SENTENCES_PER_REQUEST)  # warm up
     return worker, address, sha
 
 
-def against_raw(model_dir: str, backend: str, seconds: float) -> None:
+def against_raw(model_dir: str, backend: str, seconds: float, per_request: int) -> None:
     worker, address, sha = ready_worker(model_dir, backend, True)
     try:
         rows = []
         for clients in (1, 4, 16):
             raw = raw_throughput(model_dir, seconds, backend)  # side by side with each level
-            rate, p50, p99 = drive(address, sha, clients, seconds)
+            rate, p50, p99 = drive(address, sha, clients, seconds, per_request)
             rows.append((clients, rate, raw, p50, p99))
             print(
                 f"clients {clients:2d}: server {rate:8.0f} sentences/s | raw encode_text "
@@ -180,14 +181,14 @@ def against_raw(model_dir: str, backend: str, seconds: float) -> None:
     print(f"reward_throughput_ratio_16_clients: {rows[-1][1] / rows[-1][2]:.2f}")
 
 
-def fixed_against_dynamic(model_dir: str, backend: str, seconds: float) -> None:
+def fixed_against_dynamic(model_dir: str, backend: str, seconds: float, per_request: int) -> None:
     workers = {fixed: ready_worker(model_dir, backend, fixed) for fixed in (True, False)}
     try:
         ratios = {}
         for clients in (1, 4, 16):
             rates = {}
             for fixed, (_, address, sha) in workers.items():  # in turn, at the same level
-                rates[fixed], p50, p99 = drive(address, sha, clients, seconds)
+                rates[fixed], p50, p99 = drive(address, sha, clients, seconds, per_request)
                 print(
                     f"clients {clients:2d}, fixed shapes {fixed!s:5s}: {rates[fixed]:8.0f} "
                     f"sentences/s | p50 {p50 * 1e3:6.1f} ms | p99 {p99 * 1e3:6.1f} ms"
@@ -207,6 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compare-fixed-shapes", action="store_true", help="Fixed shapes against dynamic ones."
     )
+    parser.add_argument(
+        "--sentences",
+        type=int,
+        default=SENTENCES_PER_REQUEST,
+        help="Sentences per request (16 divides the batch of 64; 15 does not).",
+    )
     parser.add_argument("--backend", choices=("open_clip", "hf"), default="open_clip")
     parser.add_argument("--model", default="", help="A CLIP directory (default: a tiny one).")
     args = parser.parse_args(argv)
@@ -219,12 +226,12 @@ def main(argv: list[str] | None = None) -> None:
             model_dir = str(build_tiny_open_clip(tmp, model_cfg=MODEL_CFG))
         print(
             f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
-            f"{SENTENCES_PER_REQUEST} sentences/request, max batch {MAX_BATCH}, {args.backend}"
+            f"{args.sentences} sentences/request, max batch {MAX_BATCH}, {args.backend}"
         )
         if args.compare_fixed_shapes:
-            fixed_against_dynamic(model_dir, args.backend, args.seconds)
+            fixed_against_dynamic(model_dir, args.backend, args.seconds, args.sentences)
         else:
-            against_raw(model_dir, args.backend, args.seconds)
+            against_raw(model_dir, args.backend, args.seconds, args.sentences)
 
 
 if __name__ == "__main__":
